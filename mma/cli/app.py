@@ -1,0 +1,49 @@
+"""The typer application and the one place where library errors become one-line messages."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import typer
+
+from mma.errors import MMAError
+
+app = typer.Typer(
+    name="mma",
+    help="MMA super-resolution: upscale, evaluate and train the Vision-Mamba + channel-attention network.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: message` on stderr and return the Exit to raise (so callers read `raise fail(...)`)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`app.command` that turns `MMAError` into one line on stderr and exit status 1, without a traceback."""
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def guarded(*f_args: Any, **f_kwargs: Any) -> Any:
+            try:
+                return func(*f_args, **f_kwargs)
+            except MMAError as exc:
+                raise fail(str(exc)) from None
+            except KeyboardInterrupt:
+                raise fail("interrupted", code=130) from None
+
+        return app.command(*args, **kwargs)(guarded)
+
+    return register
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="mma")
+    sys.exit(0)

@@ -1,0 +1,1 @@
+"""`mma doctor`: to be written."""

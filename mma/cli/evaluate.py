@@ -1,0 +1,1 @@
+"""`mma evaluate`: to be written."""

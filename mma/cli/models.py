@@ -1,0 +1,1 @@
+"""`mma models`: to be written."""

@@ -1,0 +1,1 @@
+"""`mma train`: to be written."""

@@ -1,0 +1,1 @@
+"""`mma upscale`: to be written."""

@@ -1,0 +1,39 @@
+"""Every error the library raises on purpose, defined once.
+
+The CLI turns any `MMAError` into a one-line message and a non-zero exit; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MMAError(Exception):
+    """Base class: a problem with the user's input or environment, explained in one line."""
+
+
+class BackendUnavailableError(MMAError):
+    """A selective-scan backend was requested that cannot run here (says why and what to install)."""
+
+
+class CheckpointError(MMAError):
+    """A weights file is unreadable, corrupt, unsafe, or does not fit the network."""
+
+
+class WeightsNotFoundError(MMAError):
+    """No weights are available for the requested model name and scale."""
+
+
+class ChecksumError(MMAError):
+    """Downloaded weights do not match their published sha256."""
+
+
+class ImageReadError(MMAError):
+    """An input is missing, not an image, truncated, empty or too large to decode safely."""
+
+
+class OutputError(MMAError):
+    """An output cannot be written: it exists, equals an input, or its directory is not writable."""
+
+
+class ConfigError(MMAError):
+    """An unknown variant, an unsupported scale or an invalid option value."""

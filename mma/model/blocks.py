@@ -1,0 +1,82 @@
+"""The convolutional pieces of an MMA block: channel LayerNorm, channel-attention branch, gated-dconv FFN.
+
+Attribute names follow the authors' checkpoints (e.g. `norm1.body.weight`, `cab.3.attention.1.weight`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _BiasedLayerNorm(nn.Module):
+    """LayerNorm over the last axis (biased variance, eps 1e-5); holds `weight` and `bias`."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, eps=1e-5)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm across channels at every pixel of a (B, C, H, W) map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = _BiasedLayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation: global pool, bottleneck, sigmoid weights per channel."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        hidden = max(channels // squeeze, 1)
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention(x)
+
+
+class ChannelAttentionBranch(nn.Module):
+    """conv 3x3 (C -> C/compress), exact GELU, conv 3x3 back to C, channel attention."""
+
+    def __init__(self, channels: int, compress: int, squeeze: int) -> None:
+        super().__init__()
+        hidden = channels // compress
+        self.cab = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(hidden, channels, 3, padding=1),
+            ChannelAttention(channels, squeeze),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cab(x)
+
+
+class GatedDConvFFN(nn.Module):
+    """1x1 expand to 2H, depthwise 3x3, GELU(x1) * x2, 1x1 back to C."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.project_in = nn.Conv2d(channels, hidden * 2, 1)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2)
+        self.project_out = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)

@@ -1,0 +1,89 @@
+"""The hyper-parameters that define one MMA network, and the two published variants."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from mma.errors import ConfigError
+
+SCALES = (2, 3, 4)
+
+# Published configurations (ARCHITECTURE.md): K = 12 for MMA-T reproduces the paper's Table 3 counts.
+VARIANTS: dict[str, dict[str, int]] = {
+    "mma-t": {"num_feat": 48, "num_block": 12},
+    "mma-b": {"num_feat": 192, "num_block": 24},
+}
+
+CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class MMAConfig:
+    """Everything needed to rebuild a network; stored beside weights so a file describes itself."""
+
+    variant: str
+    scale: int
+    num_feat: int
+    num_block: int
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    ffn_expansion: float = 2.66
+    ca_compress: int = 4
+    ca_squeeze: int = 30
+    img_range: float = 1.0
+    rgb_mean: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ConfigError(f"unsupported scale {self.scale}: MMA is defined for scales {SCALES}")
+        if self.num_feat < 1 or self.num_block < 0:
+            raise ConfigError(f"invalid size num_feat={self.num_feat}, num_block={self.num_block}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.num_feat
+
+    @property
+    def dt_rank(self) -> int:
+        return math.ceil(self.num_feat / 16)
+
+    @property
+    def ffn_hidden(self) -> int:
+        return int(self.num_feat * self.ffn_expansion)
+
+    @classmethod
+    def named(cls, variant: str, scale: int, **overrides: Any) -> "MMAConfig":
+        """The published configuration of `variant` at `scale`, with optional field overrides."""
+        key = variant.lower()
+        if key not in VARIANTS:
+            raise ConfigError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+        fields = {**VARIANTS[key], **overrides}
+        return cls(variant=key, scale=int(scale), **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["rgb_mean"] = list(self.rgb_mean)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MMAConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "rgb_mean" in values:
+            values["rgb_mean"] = tuple(float(v) for v in values["rgb_mean"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"incomplete model config: {exc}") from None
+
+    @property
+    def is_published(self) -> bool:
+        """True when the sizes are those of a published variant (so its parameter names/shapes apply)."""
+        return VARIANTS.get(self.variant) == {"num_feat": self.num_feat, "num_block": self.num_block}

@@ -1,0 +1,92 @@
+"""The bidirectional Mamba layer of Vision Mamba ("v2"), over a raster-flattened feature map.
+
+The arithmetic of the selective scan and the causal conv lives in `mma.ops`; this module only holds the
+parameters (named as in the authors' checkpoints) and wires the two scan directions together.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mma import ops
+
+
+def _init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 0.1,
+                  dt_floor: float = 1e-4) -> None:
+    """Mamba's initialisation: softplus(bias) log-uniform in [dt_min, dt_max], weight uniform in +-R^-0.5."""
+    nn.init.uniform_(dt_proj.weight, -(dt_rank**-0.5), dt_rank**-0.5)
+    d_inner = dt_proj.bias.shape[0]
+    dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_floor)
+    with torch.no_grad():
+        dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+
+
+def _a_log_init(d_inner: int, d_state: int) -> torch.Tensor:
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1)
+
+
+class BiMamba(nn.Module):
+    """Bidirectional selective-scan layer: (B, L, C) -> (B, L, C); the two directions are summed."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | None = None) -> None:
+        super().__init__()
+        d_inner = expand * d_model
+        self.d_inner = d_inner
+        self.d_state = d_state
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
+        self.scan_backend: str | None = None  # None = automatic choice in mma.ops
+
+        self.A_log = nn.Parameter(_a_log_init(d_inner, d_state))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.A_b_log = nn.Parameter(_a_log_init(d_inner, d_state))
+        self.D_b = nn.Parameter(torch.ones(d_inner))
+
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
+        self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, d_inner, bias=True)
+        self.conv1d_b = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
+        self.x_proj_b = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj_b = nn.Linear(self.dt_rank, d_inner, bias=True)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        _init_dt_proj(self.dt_proj, self.dt_rank)
+        _init_dt_proj(self.dt_proj_b, self.dt_rank)
+
+    def _direction(self, x: torch.Tensor, z: torch.Tensor, conv: nn.Conv1d, x_proj: nn.Linear,
+                   dt_proj: nn.Linear, a_log: torch.Tensor, d_skip: torch.Tensor,
+                   reverse: bool) -> torch.Tensor:
+        """One scan direction; x, z are (B, Di, L). Returns the gated scan output (B, Di, L)."""
+        u = ops.causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu",
+                              reverse=reverse, backend=self.scan_backend)
+        dt, b, c = x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ dt_proj.weight.t()).transpose(1, 2)
+        return ops.selective_scan(
+            u, delta, -torch.exp(a_log.float()), b.transpose(1, 2), c.transpose(1, 2), d_skip.float(),
+            z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True, reverse=reverse,
+            backend=self.scan_backend,
+        )
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x, z = self.in_proj(tokens).transpose(1, 2).chunk(2, dim=1)
+        y = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, reverse=False)
+        y_b = self._direction(x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
+                              reverse=True)
+        return self.out_proj((y + y_b).transpose(1, 2))
+
+
+class VimBranch(nn.Module):
+    """Flattens (B, C, H, W) in raster order to L = H*W tokens, runs BiMamba, folds back."""
+
+    def __init__(self, channels: int, d_state: int, d_conv: int, expand: int) -> None:
+        super().__init__()
+        self.mamba = BiMamba(channels, d_state=d_state, d_conv=d_conv, expand=expand)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        return self.mamba(tokens).transpose(1, 2).reshape(b, c, h, w)
