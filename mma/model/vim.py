@@ -25,6 +25,11 @@ def _init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float = 1e-3, dt_max
         dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """Scan parameters stay in fp32 (or fp64) when the activations are fp16/bf16, as in mamba-ssm."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _a_log_init(d_inner: int, d_state: int) -> torch.Tensor:
     return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1)
 
@@ -66,8 +71,8 @@ class BiMamba(nn.Module):
         dt, b, c = x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ dt_proj.weight.t()).transpose(1, 2)
         return ops.selective_scan(
-            u, delta, -torch.exp(a_log.float()), b.transpose(1, 2), c.transpose(1, 2), d_skip.float(),
-            z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True, reverse=reverse,
+            u, delta, -torch.exp(_at_least_fp32(a_log)), b.transpose(1, 2), c.transpose(1, 2),
+            _at_least_fp32(d_skip), z=z, delta_bias=_at_least_fp32(dt_proj.bias), delta_softplus=True, reverse=reverse,
             backend=self.scan_backend,
         )
 
