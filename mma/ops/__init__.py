@@ -1,0 +1,8 @@
+"""Sequence operators of the Mamba layer (selective scan, causal depthwise conv1d) with backends.
+
+`mma.ops.reference` holds slow float64 versions used as ground truth by the tests.
+"""
+
+from mma.ops.dispatch import available_backends, causal_conv1d, resolve_backend, selective_scan
+
+__all__ = ["available_backends", "causal_conv1d", "resolve_backend", "selective_scan"]

@@ -1,0 +1,107 @@
+"""Choose a scan/conv backend per call: argument, else `MMA_SCAN_BACKEND`, else the best that runs here.
+
+Backends: "cuda" (mamba-ssm + causal-conv1d kernels), "cpu" (numba-compiled kernels), "torch" (pure
+PyTorch, any device). Optional ones are probed lazily, so a missing package is a reason string in
+`available_backends()`, and only an explicit request for it raises `BackendUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from mma.errors import BackendUnavailableError, ConfigError
+from mma.ops import conv, cuda, scan_torch
+
+ENV_VAR = "MMA_SCAN_BACKEND"
+BACKENDS = ("cpu", "torch", "cuda")
+
+
+def _cpu_reason() -> str | None:
+    return "the numba kernels are not implemented yet"
+
+
+def available_backends() -> dict[str, str | None]:
+    """Backend name -> None when it can run on this machine, else the reason it cannot."""
+    return {"cpu": _cpu_reason(), "torch": None, "cuda": cuda.unavailable_reason()}
+
+
+def resolve_backend(name: str | None, device: torch.device | str) -> str:
+    """The backend to use for tensors on `device`: `name`, else $MMA_SCAN_BACKEND, else automatic.
+
+    Automatic: "cuda" on CUDA when mamba-ssm imports, "cpu" on CPU when numba works, else "torch".
+    """
+    device = torch.device(device)
+    source = "backend argument"
+    if name is None or name == "auto":
+        name, source = os.environ.get(ENV_VAR, "").strip().lower() or None, ENV_VAR
+    if name is None or name == "auto":
+        return _automatic(device)
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown scan backend {name!r} ({source}); choose one of {', '.join(BACKENDS)} or auto")
+    reason = available_backends()[name]
+    if reason is None and name != "torch" and device.type != name:
+        reason = f"it runs on {name.upper()} tensors only, these are on {device}"
+    if reason is not None:
+        raise BackendUnavailableError(f"scan backend {name!r} is unavailable: {reason}")
+    return name
+
+
+def _automatic(device: torch.device) -> str:
+    reasons = available_backends()
+    if device.type in ("cpu", "cuda") and reasons[device.type] is None:
+        return device.type
+    return "torch"
+
+
+_SCANS: dict[str, Callable[..., Tensor]] = {
+    "torch": scan_torch.selective_scan,
+    "cuda": cuda.selective_scan,
+}
+_CONVS: dict[str, Callable[..., Tensor]] = {
+    "cpu": conv.causal_conv1d,
+    "torch": conv.causal_conv1d,
+    "cuda": cuda.causal_conv1d,
+}
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    reverse: bool = False,
+    backend: str | None = None,
+) -> Tensor:
+    """Selective scan, shapes as mamba-ssm's selective_scan_fn; see `mma.ops.reference` for the maths.
+
+    u, delta, z: (batch, Dch, L); A: (Dch, N); B, C: (batch, N, L); D, delta_bias: (Dch,).
+    reverse=True scans from the last token to the first. Differentiable w.r.t. every tensor input.
+    """
+    scan = _SCANS[resolve_backend(backend, u.device)]
+    return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
+
+
+def causal_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    activation: str | None = None,
+    *,
+    reverse: bool = False,
+    backend: str | None = None,
+) -> Tensor:
+    """Depthwise causal conv1d: x (batch, Dch, L), weight (Dch, W), left zero padding W-1.
+
+    reverse=True gives the anti-causal version (as if x and the output were flipped along L).
+    """
+    return _CONVS[resolve_backend(backend, x.device)](x, weight, bias, activation, reverse=reverse)

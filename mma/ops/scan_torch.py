@@ -1,0 +1,100 @@
+"""Pure-PyTorch selective scan: runs on any device, differentiable by plain autograd.
+
+Two evaluation orders of the same recurrence, both free of overflow for any length (only products of
+per-step decays appear, never their inverses, so long sequences and large delta*A underflow to 0
+instead of producing inf/NaN):
+- `loop`: one step per token over tensors unbound once. Fastest pure-PyTorch form on CPU, where
+  kernel launches are cheap; indexing inside the loop would make backward quadratic.
+- `chunked`: a doubling (Hillis-Steele) scan inside chunks of `CHUNK` tokens, then a short loop over
+  chunks carrying the state. Far fewer kernel launches, which is what a GPU needs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CHUNK = 64
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    reverse: bool = False,
+    method: str | None = None,
+) -> Tensor:
+    """Same contract as `mma.ops.selective_scan`; `method` ("loop"/"chunked") defaults by device."""
+    if method is None:
+        method = "loop" if u.device.type == "cpu" else "chunked"
+    out_dtype = u.dtype
+    compute = torch.promote_types(u.dtype, torch.float32)
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    # (L, batch, Dch, N) so that each time step is one contiguous slab.
+    delta_t = delta.permute(2, 0, 1)
+    decay = torch.exp(delta_t[..., None] * A)
+    drive = (delta_t * u.permute(2, 0, 1))[..., None] * B.permute(2, 0, 1)[:, :, None, :]
+    if method == "loop":
+        states = _scan_loop(decay, drive, reverse)
+    elif method == "chunked":
+        states = _scan_chunked(decay, drive, reverse)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    y = torch.einsum("lbdn,bnl->bdl", states, C)
+    if D is not None:
+        y = y + D.to(compute)[:, None] * u
+    if z is not None:
+        y = y * F.silu(z.to(compute))
+    return y.to(out_dtype)
+
+
+def _scan_loop(decay: Tensor, drive: Tensor, reverse: bool) -> Tensor:
+    """h_t = decay_t * h_{t-1} + drive_t over axis 0, one step per token."""
+    steps = range(decay.shape[0] - 1, -1, -1) if reverse else range(decay.shape[0])
+    decays, drives = decay.unbind(0), drive.unbind(0)
+    h = torch.zeros_like(drives[0])
+    states: list[Tensor] = [h] * decay.shape[0]
+    for t in steps:
+        h = torch.addcmul(drives[t], decays[t], h)
+        states[t] = h
+    return torch.stack(states)
+
+
+def _scan_chunked(decay: Tensor, drive: Tensor, reverse: bool) -> Tensor:
+    """Same recurrence: doubling scan within chunks, then carry the state across chunks."""
+    if reverse:
+        return _scan_chunked(decay.flip(0), drive.flip(0), False).flip(0)
+    length = decay.shape[0]
+    pad = (-length) % CHUNK
+    if pad:  # identity steps (decay 1, drive 0) at the end do not change earlier states
+        decay = torch.cat([decay, decay.new_ones((pad, *decay.shape[1:]))])
+        drive = torch.cat([drive, drive.new_zeros((pad, *drive.shape[1:]))])
+    rest = decay.shape[1:]
+    a = decay.reshape(-1, CHUNK, *rest)
+    b = drive.reshape(-1, CHUNK, *rest)
+    offset = 1
+    while offset < CHUNK:
+        # compose step t with the segment ending at t - offset: (a, b) <- (a a', a b' + b)
+        b = torch.cat([b[:, :offset], torch.addcmul(b[:, offset:], a[:, offset:], b[:, :-offset])], 1)
+        a = torch.cat([a[:, :offset], a[:, offset:] * a[:, :-offset]], 1)
+        offset *= 2
+    # a[:, i], b[:, i] now map the state before the chunk to the state after its step i.
+    carry = torch.zeros_like(b[0, 0])
+    chunk_states = []
+    for a_c, b_c in zip(a.unbind(0), b.unbind(0)):
+        h_c = torch.addcmul(b_c, a_c, carry)
+        chunk_states.append(h_c)
+        carry = h_c[-1]
+    return torch.cat(chunk_states)[:length]

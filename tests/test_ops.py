@@ -1,0 +1,179 @@
+"""Every usable scan/conv backend against the float64 sequential reference in `mma.ops.reference`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mma.errors import BackendUnavailableError, ConfigError
+from mma.ops import available_backends, causal_conv1d, reference, resolve_backend, selective_scan
+from mma.ops import scan_torch
+
+USABLE = [name for name, reason in available_backends().items() if reason is None]
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert torch.isfinite(out).all(), "non-finite output"
+    return ((out.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+def _inputs(batch=2, dch=20, n=16, length=50, dtype=torch.float32, delta_scale=1.0, seed=0, grad=False):
+    """Random inputs in the layouts the model passes (channels-last views for u, delta, z, B, C)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    u = rand(batch, length, dch).transpose(1, 2)
+    delta = (rand(batch, length, dch) * delta_scale).transpose(1, 2)
+    z = rand(batch, length, dch).transpose(1, 2)
+    bc = rand(batch, length, 2 * n)
+    B, C = bc[..., :n].transpose(1, 2), bc[..., n:].transpose(1, 2)
+    A = -torch.exp(rand(dch, n))
+    D, delta_bias = rand(dch), rand(dch) * 0.5
+    tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    if grad:
+        tensors = {k: v.detach().clone().requires_grad_(True) for k, v in tensors.items()}
+    return tensors
+
+
+@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("softplus", [True, False])
+def test_scan_matches_reference(backend, reverse, softplus):
+    x = _inputs(delta_scale=1.0 if softplus else 0.3)
+    if not softplus:
+        x["delta"], x["delta_bias"] = x["delta"].abs(), x["delta_bias"].abs()  # keep delta > 0
+    out = selective_scan(**x, delta_softplus=softplus, reverse=reverse, backend=backend)
+    ref = reference.selective_scan(**x, delta_softplus=softplus, reverse=reverse)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert _rel_err(out, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", USABLE)
+def test_scan_optional_inputs_and_contiguous_layout(backend):
+    x = _inputs(batch=1, dch=7, n=5, length=33)
+    x = {k: v.contiguous() for k, v in x.items()}
+    delta = x["delta"].abs()
+    out = selective_scan(x["u"], delta, x["A"], x["B"], x["C"], backend=backend)
+    ref = reference.selective_scan(x["u"], delta, x["A"], x["B"], x["C"])
+    assert _rel_err(out, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("method", ["loop", "chunked"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_torch_methods_match_reference(method, reverse):
+    x = _inputs(length=150)  # not a multiple of the chunk length
+    out = scan_torch.selective_scan(**x, delta_softplus=True, reverse=reverse, method=method)
+    ref = reference.selective_scan(**x, delta_softplus=True, reverse=reverse)
+    assert _rel_err(out, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
+def test_scan_extreme_delta(backend):
+    x = _inputs(length=300)
+    x["delta"] = x["delta"].abs() * 10.0  # softplus inputs up to ~+40
+    x["A"] = x["A"] * 20.0
+    out = _scan(backend, x, delta_softplus=True)
+    ref = reference.selective_scan(**x, delta_softplus=True)
+    assert _rel_err(out, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
+def test_scan_long_sequence_is_finite_and_exact(backend):
+    x = _inputs(batch=1, dch=3, n=4, length=65_536, delta_scale=3.0)
+    out = _scan(backend, x, delta_softplus=True, reverse=True)
+    ref = reference.selective_scan(**x, delta_softplus=True, reverse=True)
+    assert _rel_err(out, ref) <= 1e-5
+
+
+def _scan(backend: str, x: dict, **kw) -> torch.Tensor:
+    if backend == "torch-chunked":
+        return scan_torch.selective_scan(**x, method="chunked", **kw)
+    return selective_scan(**x, backend=backend, **kw)
+
+
+@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_gradients_match_reference(backend, reverse):
+    x = _inputs(batch=2, dch=9, n=6, length=140, grad=True)
+    weight = torch.randn(2, 9, 140, generator=torch.Generator().manual_seed(1))
+    out = _scan(backend, x, delta_softplus=True, reverse=reverse)
+    grads = torch.autograd.grad((out * weight).sum(), list(x.values()))
+    ref = reference.selective_scan(**x, delta_softplus=True, reverse=reverse)
+    ref_grads = torch.autograd.grad((ref.double() * weight).sum(), list(x.values()))
+    for name, g, r in zip(x, grads, ref_grads):
+        assert _rel_err(g, r) <= 1e-4, name
+
+
+@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_gradcheck_float64(backend, reverse):
+    x = _inputs(batch=2, dch=3, n=2, length=9, dtype=torch.float64, grad=True)
+    names = list(x)
+
+    def f(*tensors):
+        return _scan(backend, dict(zip(names, tensors)), delta_softplus=True, reverse=reverse)
+
+    assert torch.autograd.gradcheck(f, tuple(x.values()))
+
+
+@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_conv_matches_reference_with_gradients(backend, reverse, activation):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 31, 6, generator=g).transpose(1, 2).requires_grad_(True)
+    weight = torch.randn(6, 4, generator=g, requires_grad=True)
+    bias = torch.randn(6, generator=g, requires_grad=True)
+    out = causal_conv1d(x, weight, bias, activation, reverse=reverse, backend=backend)
+    ref = reference.causal_conv1d(x, weight, bias, activation, reverse=reverse)
+    assert out.shape == (2, 6, 31) and _rel_err(out, ref) <= 1e-5
+    grads = torch.autograd.grad(out.sum(), (x, weight, bias))
+    ref_grads = torch.autograd.grad(ref.double().sum(), (x, weight, bias))
+    for g_out, g_ref in zip(grads, ref_grads):
+        assert _rel_err(g_out, g_ref) <= 1e-5
+
+
+def test_conv_is_causal():
+    x = torch.zeros(1, 2, 10)
+    x[..., 5] = 1.0
+    weight = torch.ones(2, 4)
+    fwd = causal_conv1d(x, weight, backend="torch")
+    bwd = causal_conv1d(x, weight, reverse=True, backend="torch")
+    assert fwd[..., :5].abs().sum() == 0 and fwd[..., 5:9].eq(1).all() and fwd[..., 9].eq(0).all()
+    assert bwd[..., 6:].abs().sum() == 0 and bwd[..., 2:6].eq(1).all() and bwd[..., :2].eq(0).all()
+
+
+def test_unavailable_backend_says_why_and_what_to_install():
+    if available_backends()["cuda"] is None:
+        pytest.skip("the cuda backend is usable here")
+    with pytest.raises(BackendUnavailableError, match=r"'cuda' is unavailable.*pip install mma-sr\[cuda\]"):
+        resolve_backend("cuda", "cpu")
+
+
+def test_backend_on_wrong_device_is_refused():
+    with pytest.raises(BackendUnavailableError, match="CUDA tensors only|unavailable"):
+        resolve_backend("cuda", "cpu")
+
+
+def test_unknown_backend_is_a_config_error(monkeypatch):
+    with pytest.raises(ConfigError, match="unknown scan backend 'fast'"):
+        resolve_backend("fast", "cpu")
+    monkeypatch.setenv("MMA_SCAN_BACKEND", "nope")
+    with pytest.raises(ConfigError, match="MMA_SCAN_BACKEND"):
+        resolve_backend(None, "cpu")
+
+
+def test_env_var_overrides_automatic_choice_and_argument_overrides_env(monkeypatch):
+    monkeypatch.setenv("MMA_SCAN_BACKEND", "torch")
+    assert resolve_backend(None, "cpu") == "torch"
+    monkeypatch.setenv("MMA_SCAN_BACKEND", "auto")
+    assert resolve_backend(None, "cpu") == ("cpu" if "cpu" in USABLE else "torch")
+    monkeypatch.setenv("MMA_SCAN_BACKEND", "cuda")
+    assert resolve_backend("torch", "cpu") == "torch"
+
+
+def test_automatic_choice_on_cpu():
+    assert resolve_backend(None, torch.device("cpu")) == ("cpu" if "cpu" in USABLE else "torch")
+    assert resolve_backend("auto", "cpu") in USABLE
