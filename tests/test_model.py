@@ -196,3 +196,16 @@ def test_any_size_and_batch(size):
     with torch.no_grad():
         y = model(x)
     assert y.shape == (2, 3, 3 * size[0], 3 * size[1]) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("mixer", ["vim", "cnn+ca"])
+def test_ablation_mixers_build_run_and_are_inferred(mixer):
+    model = build_model("mma-t", 2, num_feat=16, num_block=2, mixer=mixer)
+    keys = list(model.state_dict())
+    assert any(".attn.channel_attention." in k for k in keys) == mixer.endswith("+ca")
+    assert any(".attn.mamba." in k for k in keys) == mixer.startswith("vim")
+    assert infer_config(model.state_dict()).mixer == mixer
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 5, 6)).shape == (1, 3, 10, 12)
+    with pytest.raises(ConfigError, match="unknown mixer"):
+        MMAConfig.named("mma-t", 2, mixer="transformer")

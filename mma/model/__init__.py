@@ -8,15 +8,24 @@ from typing import Any, Mapping
 import torch
 
 from mma.errors import ConfigError
-from mma.model.config import CUSTOM, SCALES, VARIANTS, MMAConfig
+from mma.model.config import CUSTOM, MIXERS, SCALES, VARIANTS, MMAConfig
 from mma.model.network import MMA
 
-__all__ = ["MMA", "MMAConfig", "SCALES", "VARIANTS", "build_model", "infer_config"]
+__all__ = ["MIXERS", "MMA", "MMAConfig", "SCALES", "VARIANTS", "build_model", "infer_config"]
 
 
 def build_model(variant: str = "mma-t", scale: int = 4, **overrides: Any) -> MMA:
     """A freshly initialised network; `overrides` replace MMAConfig fields (e.g. num_block=2 for tests)."""
     return MMA(MMAConfig.named(variant, scale, **overrides))
+
+
+def _infer_mixer(state_dict: Mapping[str, torch.Tensor]) -> str:
+    keys = [key for key in state_dict if key.startswith("body.0.attn.")]
+    if not keys:
+        return "vim+ca"
+    spatial = "cnn" if any(".attn.cnn." in key for key in keys) else "vim"
+    has_ca = any(".attn.channel_attention." in key for key in keys)
+    return f"{spatial}+ca" if has_ca else spatial
 
 
 _BLOCK_KEY = re.compile(r"^body\.(\d+)\.")
@@ -40,6 +49,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> MMAConfig:
     else:
         raise ConfigError(f"cannot tell the scale: upsample.0 has {up0} outputs for {num_feat} features")
     fields: dict[str, Any] = {"num_feat": num_feat, "num_block": num_block}
+    fields["mixer"] = _infer_mixer(state_dict)
     a_log = state_dict.get("body.0.attn.mamba.mamba.A_log")
     if a_log is not None:
         fields["d_state"] = int(a_log.shape[1])

@@ -19,6 +19,13 @@ VARIANTS: dict[str, dict[str, int]] = {
 
 CUSTOM = "custom"
 
+# Token mixers of the paper's ablation (Table 2): the full model, "w/o CA" and "w/ CNN".
+MIXERS: dict[str, str] = {
+    "vim+ca": "Vision Mamba + channel attention (the published MMA)",
+    "vim": "Vision Mamba only (the paper's 'w/o CA')",
+    "cnn+ca": "residual CNN block + channel attention (the paper's 'w/ CNN')",
+}
+
 
 @dataclass(frozen=True)
 class MMAConfig:
@@ -36,8 +43,11 @@ class MMAConfig:
     ca_squeeze: int = 30
     img_range: float = 1.0
     rgb_mean: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
+    mixer: str = "vim+ca"
 
     def __post_init__(self) -> None:
+        if self.mixer not in MIXERS:
+            raise ConfigError(f"unknown mixer {self.mixer!r}: choose one of {', '.join(MIXERS)}")
         if self.scale not in SCALES:
             raise ConfigError(f"unsupported scale {self.scale}: MMA is defined for scales {SCALES}")
         if self.num_feat < 1 or self.num_block < 0:
@@ -86,4 +96,5 @@ class MMAConfig:
     @property
     def is_published(self) -> bool:
         """True when the sizes are those of a published variant (so its parameter names/shapes apply)."""
-        return VARIANTS.get(self.variant) == {"num_feat": self.num_feat, "num_block": self.num_block}
+        sizes = {"num_feat": self.num_feat, "num_block": self.num_block}
+        return VARIANTS.get(self.variant) == sizes and self.mixer == "vim+ca"

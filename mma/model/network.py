@@ -5,22 +5,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mma.model.blocks import ChannelAttentionBranch, ChannelLayerNorm, GatedDConvFFN
+from mma.model.blocks import ChannelAttentionBranch, ChannelLayerNorm, GatedDConvFFN, ResidualConvBlock
 from mma.model.config import MMAConfig
 from mma.model.vim import VimBranch
 
 
 class TokenMixer(nn.Module):
-    """Sum of the Vim branch and the channel-attention branch on the same normalised input."""
+    """Sum of a spatial branch (Vim, or a residual CNN block in the ablation) and, unless ablated, the
+    channel-attention branch, on the same normalised input."""
 
     def __init__(self, config: MMAConfig) -> None:
         super().__init__()
         c = config.num_feat
-        self.mamba = VimBranch(c, config.d_state, config.d_conv, config.expand)
-        self.channel_attention = ChannelAttentionBranch(c, config.ca_compress, config.ca_squeeze)
+        spatial, _, attention = config.mixer.partition("+")
+        if spatial == "vim":
+            self.mamba = VimBranch(c, config.d_state, config.d_conv, config.expand)
+        else:
+            self.cnn = ResidualConvBlock(c)
+        if attention:
+            self.channel_attention = ChannelAttentionBranch(c, config.ca_compress, config.ca_squeeze)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mamba(x) + self.channel_attention(x)
+        out = self.mamba(x) if hasattr(self, "mamba") else self.cnn(x)
+        if hasattr(self, "channel_attention"):
+            out = out + self.channel_attention(x)
+        return out
 
 
 class MMABlock(nn.Module):
@@ -55,7 +64,6 @@ class MMA(nn.Module):
         super().__init__()
         self.config = config
         c = config.num_feat
-        self.register_buffer("mean", torch.tensor(config.rgb_mean).view(1, 3, 1, 1), persistent=False)
         self.conv_first = nn.Conv2d(3, c, 3, padding=1)
         self.body = nn.Sequential(*(MMABlock(config) for _ in range(config.num_block)))
         self.conv_after_body = nn.Conv2d(c, c, 3, padding=1)
@@ -75,8 +83,8 @@ class MMA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         img_range = self.config.img_range
-        x = (x - self.mean.to(x.dtype)) * img_range
-        shallow = self.conv_first(x)
+        # Built per call in the input's dtype: a float32 buffer would round the mean for float64 runs.
+        mean = torch.tensor(self.config.rgb_mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        shallow = self.conv_first((x - mean) * img_range)
         deep = self.conv_after_body(self.body(shallow)) + shallow
-        out = self.conv_last(self.upsample(deep))
-        return out / img_range + self.mean.to(out.dtype)
+        return self.conv_last(self.upsample(deep)) / img_range + mean
