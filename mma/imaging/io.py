@@ -1,0 +1,263 @@
+"""Reading and writing images without surprises: safe decoding, every common mode, EXIF and ICC kept.
+
+Inputs become a float (C, H, W) tensor in [0, 1] plus an `ImageMeta` that remembers how to give the
+result back the same way (mode, 8 or 16 bits, alpha, ICC profile, EXIF). Outputs are written to a
+temporary file in the destination folder and renamed, so an interrupted run never leaves half an image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from mma.errors import ImageReadError, OutputError
+
+ORIENTATION_TAG = 0x0112
+
+# Pillow format name for each output suffix this project writes.
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tif": "TIFF", "tiff": "TIFF"}
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """How a decoded image was stored, so the upscaled one can be stored the same way."""
+
+    channels: int  # colour channels: 1 (gray) or 3 (RGB); alpha is counted separately
+    alpha: bool
+    bit_depth: int  # 8 or 16
+    icc_profile: bytes | None = field(default=None, repr=False)
+    exif: bytes | None = field(default=None, repr=False)  # orientation already reset to 1
+
+    @property
+    def total_channels(self) -> int:
+        return self.channels + int(self.alpha)
+
+    @property
+    def max_value(self) -> int:
+        return 65535 if self.bit_depth == 16 else 255
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint16 if self.bit_depth == 16 else np.uint8)
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image.Image:
+    """Decode `path` fully, upright (EXIF orientation applied), or raise ImageReadError saying why.
+
+    `max_pixels` defaults to Pillow's `Image.MAX_IMAGE_PIXELS`; the size is checked from the header,
+    before any pixel is decoded, so a decompression bomb costs nothing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width == 0 or height == 0:
+                    raise ImageReadError(f"{path}: zero-size image ({width}x{height})")
+                if limit is not None and width * height > limit:
+                    raise ImageReadError(
+                        f"{path}: {width}x{height} is over the decompression-bomb limit of {limit} pixels")
+                _warn_if_precision_lost(image, path)
+                image.load()
+                return ImageOps.exif_transpose(image)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"{path}: over the decompression-bomb limit ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"{path}: truncated or corrupt image ({exc})") from None
+
+
+def _warn_if_precision_lost(image: Image.Image, path: Path) -> None:
+    """Pillow decodes 16-bit colour PNG/TIFF at 8 bits; say so instead of silently dropping bits."""
+    rawmodes = {tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile}
+    if any(isinstance(raw, str) and raw.startswith(("RGB;16", "RGBA;16", "LA;16")) for raw in rawmodes):
+        warnings.warn(f"{path}: 16-bit colour is decoded by Pillow at 8 bits per channel", stacklevel=3)
+
+
+def pil_to_float(image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
+    """Any Pillow mode -> float32 (C, H, W) in [0, 1] (alpha last) and the metadata to restore it."""
+    icc = image.info.get("icc_profile") or None
+    exif = _exif_upright(image)
+    mode = image.mode
+    if mode == "CMYK":
+        image, icc = _cmyk_to_rgb(image, icc), _srgb_profile()
+        mode = "RGB"
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        array = np.asarray(image).astype(np.float32)
+        pixels = torch.from_numpy(np.clip(array, 0, 65535) / 65535.0)[None]
+        return pixels.float(), ImageMeta(1, False, 16, icc, exif)
+    if mode == "F":
+        raise ImageReadError("32-bit float images (mode F) are not supported; save them as 16-bit PNG")
+    target = _EIGHT_BIT_TARGET.get(mode)
+    if target is None:
+        target = "RGBA" if _has_transparency(image) else "RGB"
+    if image.mode != target:
+        image = image.convert(target)
+    array = np.asarray(image)
+    array = array[..., None] if array.ndim == 2 else array
+    pixels = torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32)).div_(255.0)
+    return pixels, ImageMeta(3 if target.startswith("RGB") else 1, target.endswith("A"), 8, icc, exif)
+
+
+# Pillow modes that map straight onto an 8-bit mode this module handles (P, PA and the rest go by
+# whether they carry transparency).
+_EIGHT_BIT_TARGET = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBX": "RGB",
+                     "RGBA": "RGBA", "RGBa": "RGBA", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return "A" in image.getbands() or "transparency" in image.info or image.mode == "PA"
+
+
+def _srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """Colour-managed when the file embeds a CMYK profile, Pillow's plain formula otherwise."""
+    if icc:
+        with contextlib.suppress(ImageCms.PyCMSError, OSError):
+            source = ImageCms.ImageCmsProfile(BytesIO(icc))
+            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
+                                                  outputMode="RGB")
+            if converted is not None:
+                return converted
+    return image.convert("RGB")
+
+
+def _exif_upright(image: Image.Image) -> bytes | None:
+    """The image's EXIF with orientation set to 1, because the pixels are already upright."""
+    exif = image.getexif()
+    if not exif:
+        return None
+    if ORIENTATION_TAG in exif:
+        exif[ORIENTATION_TAG] = 1
+    return exif.tobytes()
+
+
+def array_to_float(array: np.ndarray) -> tuple[torch.Tensor, ImageMeta]:
+    """HxW or HxWxC (C = 1, 2, 3, 4; uint8, uint16 or float in [0, 1]) -> float (C, H, W) and meta."""
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ImageReadError(f"expected an HxW or HxWxC array with C in 1..4, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageReadError(f"zero-size image array of shape {array.shape}")
+    if array.dtype == np.uint8:
+        depth, scaled = 8, array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        depth, scaled = 16, array.astype(np.float32) / 65535.0
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageReadError("image array contains NaN or infinite values")
+        depth, scaled = 8, np.clip(array.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ImageReadError(f"unsupported array dtype {array.dtype}: use uint8, uint16 or float in [0, 1]")
+    channels = array.shape[2]
+    pixels = torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+    return pixels, ImageMeta(3 if channels >= 3 else 1, channels in (2, 4), depth)
+
+
+def array_to_pil(array: np.ndarray, meta: ImageMeta) -> Image.Image:
+    """An HxWxC uint8/uint16 result -> Pillow image carrying the source's ICC profile and EXIF."""
+    if array.dtype == np.uint16:
+        if array.shape[2] != 1:
+            raise OutputError("Pillow cannot hold 16-bit colour; ask for a numpy or torch result instead")
+        image = Image.fromarray(np.ascontiguousarray(array[..., 0]).astype("<u2"), mode="I;16")
+    else:
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
+        image = Image.fromarray(array[..., 0] if mode == "L" else array, mode=mode)
+    if meta.icc_profile:
+        image.info["icc_profile"] = meta.icc_profile
+    if meta.exif:
+        image.info["exif"] = meta.exif
+    return image
+
+
+def format_for(path: str | os.PathLike[str], format: str | None = None) -> str:
+    """Pillow format name from an explicit choice or the file suffix; OutputError when unknown."""
+    key = (format or Path(path).suffix.lstrip(".")).lower()
+    if key not in FORMATS:
+        raise OutputError(f"{path}: unknown output format {key!r}; use one of png, jpg, webp, tiff")
+    return FORMATS[key]
+
+
+def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str | None = None,
+                overwrite: bool = False, quality: int = 95) -> Path:
+    """Write atomically (temporary file beside it, then rename), with EXIF and ICC where the format allows."""
+    path = Path(path)
+    fmt = format_for(path, format)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: exists (use --force / overwrite=True to replace it)")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
+    image = _fit_mode(image, fmt)
+    options: dict[str, object] = {}
+    for key in ("icc_profile", "exif"):
+        if image.info.get(key):
+            options[key] = image.info[key]
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = quality
+    try:
+        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part",
+                                             delete=False)
+    except OSError as exc:
+        raise OutputError(f"{path}: folder is not writable ({exc.strerror or exc})") from None
+    temp = Path(handle.name)
+    try:
+        with handle:
+            image.save(handle, format=fmt, **options)
+        os.replace(temp, path)
+    except BaseException as exc:
+        temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise
+    return path
+
+
+def _fit_mode(image: Image.Image, fmt: str) -> Image.Image:
+    """Convert only where the format cannot store the mode (JPEG: no alpha, no 16 bits)."""
+    if fmt == "JPEG" and image.mode not in ("L", "RGB"):
+        if "A" in image.getbands():
+            warnings.warn("JPEG has no alpha channel: transparency dropped", stacklevel=3)
+        target = "L" if image.mode in ("LA", "I;16") else "RGB"
+        info = image.info
+        image = _to_8bit(image) if image.mode == "I;16" else image.convert(target)
+        image.info.update({k: v for k, v in info.items() if k in ("icc_profile", "exif")})
+    if fmt == "WEBP" and image.mode in ("L", "LA", "I;16"):
+        info = image.info
+        image = _to_8bit(image) if image.mode == "I;16" else image
+        image = image.convert("RGBA" if image.mode == "LA" else "RGB")
+        image.info.update({k: v for k, v in info.items() if k in ("icc_profile", "exif")})
+    return image
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    warnings.warn("16-bit image stored at 8 bits: the output format has no 16-bit mode", stacklevel=4)
+    array = np.asarray(image).astype(np.float32) / 257.0
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")

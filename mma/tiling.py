@@ -1,0 +1,224 @@
+"""Run any image-to-image function on overlapping tiles and blend them without seams.
+
+Knows nothing of the network: `fn` maps a float (1, C, h, w) tile to (1, C', s*h, s*w). Three small
+steps, kept apart so each can be tested alone:
+
+* plan: tiles of one even size per axis, spread evenly so there is no thin remainder tile;
+* blend: a raised-cosine window per tile, normalised so the weights sum to one at every output pixel.
+  The outer quarter of every overlap gets zero weight, so a model whose receptive field reaches
+  r input pixels is reproduced exactly when ``overlap >= 4 * r``;
+* stitch: tiles are accumulated one row of tiles at a time in a float32 band on the CPU and written
+  into the caller's integer (or float) output as soon as a band is final, so memory follows the
+  output's own size, not a full-size float32 buffer, and nothing is stitched on the GPU.
+
+`tile="auto"` picks the tile from available memory and halves it after an out-of-memory error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+from mma.errors import ConfigError
+
+TileFn = Callable[[torch.Tensor], torch.Tensor]
+Progress = Callable[[int, int], None]
+
+log = logging.getLogger(__name__)
+
+MIN_AUTO_TILE = 16
+MAX_AUTO_TILE = 1024
+# Share of the free memory one tile may use: activations are estimated, not measured.
+MEMORY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Where the tiles sit along one axis and how much each output position trusts each tile."""
+
+    size: int  # tile extent in input pixels
+    starts: tuple[int, ...]  # first input pixel of every tile
+    windows: tuple[torch.Tensor, ...]  # per tile, float32 weights over its scale*size output pixels
+
+
+def plan_axis(length: int, tile: int, overlap: int, scale: int) -> AxisPlan:
+    """Tiles covering [0, length): one tile when it fits, else even-sized tiles spread evenly."""
+    if length < 1 or scale < 1:
+        raise ConfigError(f"cannot tile a length of {length} at scale {scale}")
+    if overlap < 0:
+        raise ConfigError(f"overlap must be zero or more, got {overlap}")
+    if length <= tile:
+        return AxisPlan(length, (0,), (torch.ones(length * scale),))
+    if tile < 2:
+        raise ConfigError(f"tile size must be at least 2 pixels, got {tile}")
+    size = tile - tile % 2
+    overlap = min(overlap, size // 2)
+    count = 1 + math.ceil((length - size) / (size - overlap))
+    # Integer division spreads the slack evenly; every step is <= size - overlap.
+    starts = tuple(i * (length - size) // (count - 1) for i in range(count))
+    return AxisPlan(size, starts, _windows(starts, size, length, overlap * scale, scale))
+
+
+def _rising_edge(extent: int, overlap: int) -> torch.Tensor:
+    """0 over the first quarter of the overlap, raised cosine over its middle half, then 1."""
+    margin = overlap // 4
+    ramp = overlap - 2 * margin
+    t = torch.arange(extent, dtype=torch.float64)
+    edge = torch.ones(extent, dtype=torch.float64)
+    if ramp > 0:
+        rising = torch.sin(0.5 * math.pi * (t - margin + 0.5) / ramp) ** 2
+        edge = torch.where(t < margin + ramp, rising, edge)
+        edge = torch.where(t < margin, torch.zeros_like(edge), edge)
+    return edge
+
+
+def _windows(starts: tuple[int, ...], size: int, length: int, overlap: int,
+             scale: int) -> tuple[torch.Tensor, ...]:
+    """Per-tile weights at output resolution, divided by their sum so they add up to one everywhere."""
+    extent = size * scale
+    edge = _rising_edge(extent, overlap)
+    raw = []
+    for index in range(len(starts)):
+        weight = torch.ones(extent, dtype=torch.float64)
+        if index > 0:
+            weight = weight * edge
+        if index < len(starts) - 1:
+            weight = weight * edge.flip(0)
+        raw.append(weight)
+    total = torch.zeros(length * scale, dtype=torch.float64)
+    for start, weight in zip(starts, raw):
+        total[start * scale:start * scale + extent] += weight
+    return tuple((weight / total[start * scale:start * scale + extent]).float()
+                 for start, weight in zip(starts, raw))
+
+
+def run_tiles(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, *, tile: int | None,
+              overlap: int, progress: Progress | None = None) -> np.ndarray:
+    """Upscale a float (C, H, W) CPU image through `fn` tile by tile into `out` (sH, sW, C').
+
+    `out` decides the result's type: uint8/uint16 are rounded from [0, 1], floats are clipped to [0, 1].
+    `tile` None or 0 runs the whole image as one tile.
+    """
+    _, height, width = image.shape
+    if out.shape[:2] != (height * scale, width * scale):
+        raise ValueError(f"output shape {out.shape} does not match {height}x{width} at x{scale}")
+    whole = max(height, width)
+    rows = plan_axis(height, tile or whole, overlap, scale)
+    cols = plan_axis(width, tile or whole, overlap, scale)
+    channels, total, done = out.shape[2], len(rows.starts) * len(cols.starts), 0
+    band = torch.zeros(channels, 0, width * scale)
+    band_top = 0  # output row held by band[:, 0]
+    for i, y0 in enumerate(rows.starts):
+        bottom = (y0 + rows.size) * scale
+        band = torch.cat([band, torch.zeros(channels, bottom - band_top - band.shape[1], width * scale)], 1)
+        top = y0 * scale - band_top
+        for j, x0 in enumerate(cols.starts):
+            piece = image[:, y0:y0 + rows.size, x0:x0 + cols.size].unsqueeze(0)
+            result = _checked(fn(piece), channels, rows.size * scale, cols.size * scale)
+            weight = rows.windows[i][:, None] * cols.windows[j][None, :]
+            left = x0 * scale
+            band[:, top:top + rows.size * scale, left:left + cols.size * scale] += result * weight
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        final = rows.starts[i + 1] * scale if i + 1 < len(rows.starts) else height * scale
+        _store(band[:, :final - band_top], out[band_top:final])
+        band, band_top = band[:, final - band_top:].clone(), final
+    return out
+
+
+def _checked(result: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """The tile result on the CPU as float32 (C', sh, sw), or ConfigError when its shape is wrong."""
+    if tuple(result.shape) != (1, channels, height, width):
+        raise ConfigError(f"the model returned shape {tuple(result.shape)} for a tile that should give "
+                          f"(1, {channels}, {height}, {width}): is the scale right?")
+    return result[0].detach().to("cpu", torch.float32)
+
+
+def _store(values: torch.Tensor, dest: np.ndarray) -> None:
+    """Write a finished band (C, h, W) into dest (h, W, C), rounding for integer outputs."""
+    values = values.clamp(0.0, 1.0)
+    if np.issubdtype(dest.dtype, np.integer):
+        values = values.mul_(np.iinfo(dest.dtype).max).round_()
+    dest[...] = values.permute(1, 2, 0).numpy()
+
+
+def upscale_tiled(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, *,
+                  tile: int | Literal["auto"] | None = "auto", overlap: int = 32,
+                  progress: Progress | None = None, device: torch.device | str | None = None,
+                  bytes_per_pixel: int = 16384) -> np.ndarray:
+    """`run_tiles` with `tile="auto"`: size from free memory on `device`, halved after out-of-memory.
+
+    `bytes_per_pixel` is the caller's estimate of the memory `fn` needs per input pixel.
+    """
+    if tile != "auto":
+        if not isinstance(tile, (int, type(None))) or (tile is not None and tile < 0):
+            raise ConfigError(f"tile must be 'auto', 0 / None (whole image) or a size in pixels, got {tile!r}")
+        return run_tiles(fn, image, scale, out, tile=tile, overlap=overlap, progress=progress)
+    size = min(auto_tile(available_memory(device), bytes_per_pixel), max(image.shape[1:]))
+    while True:
+        try:
+            return run_tiles(fn, image, scale, out, tile=size, overlap=overlap, progress=progress)
+        except Exception as exc:  # noqa: BLE001  (only out-of-memory is retried; the rest re-raised)
+            if not is_out_of_memory(exc) or size <= MIN_AUTO_TILE:
+                raise
+        size = max(MIN_AUTO_TILE, size // 2)
+        log.info("out of memory: retrying with %d-pixel tiles", size)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def auto_tile(memory_bytes: int, bytes_per_pixel: int) -> int:
+    """Largest tile (a multiple of 16) whose estimated footprint fits a share of `memory_bytes`."""
+    pixels = max(memory_bytes, 0) * MEMORY_SHARE / max(bytes_per_pixel, 1)
+    side = int(math.isqrt(int(pixels))) // 16 * 16
+    return min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, side))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA/MPS/CPU allocation failures, however the backend spells them."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def available_memory(device: torch.device | str | None = None) -> int:
+    """Free bytes on `device`: CUDA's own count, else the system's available RAM (cgroup-aware)."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        with contextlib.suppress(AttributeError, RuntimeError):
+            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+    return _system_memory()
+
+
+def _system_memory() -> int:
+    """MemAvailable (Linux), capped by a cgroup v2 limit; sysconf elsewhere; 2 GiB when unknown."""
+    candidates = []
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
+    if limit.exists() and used.exists():
+        text = limit.read_text().strip()
+        if text.isdigit():
+            candidates.append(int(text) - int(used.read_text().strip()))
+    if not candidates:
+        try:
+            candidates.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            candidates.append(2 << 30)
+    return max(0, min(candidates))
