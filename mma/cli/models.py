@@ -1,1 +1,50 @@
-"""`mma models`: to be written."""
+"""`mma models`, `mma download` and `mma convert`: which weights exist, fetching them, converting the authors'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mma.cli.app import command
+
+
+@command("models", help="List the models: scales, parameter counts, where the weights come from, whether offline.")
+def models() -> None:
+    import torch
+
+    from mma.model import MMA, MMAConfig
+    from mma.weights.registry import REGISTRY, is_available_offline, source_of
+
+    typer.echo(f"{'model':8s} {'scale':>5s} {'parameters':>12s}  {'offline':7s}  weights")
+    for (variant, scale), entry in sorted(REGISTRY.items()):
+        with torch.device("meta"):  # counting needs shapes only
+            count = sum(p.numel() for p in MMA(MMAConfig.named(variant, scale)).parameters())
+        offline = "yes" if is_available_offline(entry) else "no"
+        typer.echo(f"{variant:8s} {'x' + str(scale):>5s} {count:>12,}  {offline:7s}  {source_of(entry)}")
+
+
+@command("download", help="Fetch a model's weights into the local cache now, so later runs work offline.")
+def download(
+    name: Annotated[str, typer.Argument(help="mma-t, mma-b, or a Hub repository id owner/name[@revision].")],
+    scale: Annotated[int, typer.Option("--scale", "-s", help="Scale of the registry model (2, 3 or 4).")] = 4,
+    force: Annotated[bool, typer.Option("--force", help="Download again even when the file is cached.")] = False,
+) -> None:
+    from mma.weights.registry import resolve_weights
+
+    typer.echo(str(resolve_weights(name, scale, force=force)))
+
+
+@command("convert", help="Convert a checkpoint (e.g. the authors' BasicSR .pth) to safetensors with metadata; "
+                         "variant and scale are read from the tensor shapes.")
+def convert(
+    source: Annotated[Path, typer.Argument(help="The checkpoint to read (.pth or .safetensors).")],
+    output: Annotated[Path, typer.Argument(help="The .safetensors file to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT when it exists.")] = False,
+) -> None:
+    from mma.weights.checkpoint import describe
+    from mma.weights.convert import convert_checkpoint
+
+    config = convert_checkpoint(source, output, overwrite=force)
+    typer.echo(f"wrote {output}: {describe(config)}")
