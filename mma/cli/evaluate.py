@@ -1,1 +1,110 @@
-"""`mma evaluate`: to be written."""
+"""`mma eval`: PSNR/SSIM of a model (or the bicubic baseline) on benchmark folders, as papers report them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mma.cli.app import command
+from mma.errors import ConfigError, MMAError, OutputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mma.evaluate import Upscaler
+
+BICUBIC = "bicubic"
+
+
+def _model_upscaler(model: str, scale: int, tile: int, device: str) -> Upscaler:
+    """Load the network once; each LR array goes through `mma.api.upscale` (tile 0 = whole image)."""
+    from mma import api
+
+    network = api.load_model(model, scale, device=device)
+    return lambda lr: api.upscale(lr, scale, model=network, tile=tile or None, device=device)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written report."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", delete=False
+        ) as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(handle.name, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the JSON report ({exc.strerror or exc})") from None
+
+
+@command(
+    "eval", help="Score a model (or bicubic) on dataset folders: PSNR/SSIM on Y, crop = scale, as in papers."
+)
+def eval_command(
+    datasets: Annotated[
+        list[Path], typer.Argument(help="Dataset folders of HR images (an HR subfolder is used if present).")
+    ],
+    scale: Annotated[
+        int, typer.Option("--scale", "-s", min=1, help="Upscaling factor (LR = MATLAB bicubic of HR).")
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Registry name, weights file, or 'bicubic'.")
+    ] = "mma-t",
+    tile: Annotated[
+        int, typer.Option("--tile", min=0, help="Tile size in LR pixels; 0 = whole image (as the paper).")
+    ] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    save_images: Annotated[
+        Path | None, typer.Option("--save-images", help="Write SR images to DIR/<dataset>/<name>.png.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the scores to this JSON file.")
+    ] = None,
+) -> None:
+    from tqdm import tqdm
+
+    from mma.evaluate import dataset_name, evaluate_dataset, find_images
+
+    names = [dataset_name(path) for path in datasets]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            f"two dataset folders have the same name ({', '.join(names)}); results would collide"
+        )
+    upscaler = None if model == BICUBIC else _model_upscaler(model, scale, tile, device)
+    results, failed = [], False
+    for path in datasets:
+        try:
+            with tqdm(
+                total=len(find_images(path)),
+                desc=dataset_name(path),
+                unit="img",
+                file=sys.stderr,
+                disable=not sys.stderr.isatty(),
+                leave=False,
+            ) as bar:
+                results.append(
+                    evaluate_dataset(
+                        path, scale, upscaler, save_dir=save_images, progress=lambda _: bar.update()
+                    )
+                )
+        except MMAError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            failed = True
+    if results:
+        width = max(len("dataset"), *(len(result.name) for result in results))
+        typer.echo(f"{'dataset':<{width}}  images     PSNR    SSIM  seconds")
+        for result in results:
+            typer.echo(
+                f"{result.name:<{width}}  {len(result.images):>6}  {result.psnr:7.3f}  {result.ssim:.4f}"
+                f"  {result.seconds:7.2f}"
+            )
+    if json_path is not None and results:
+        scores = {r.name: {"images": len(r.images), "psnr": r.psnr, "ssim": r.ssim} for r in results}
+        _write_json(json_path, {"scale": scale, "model": model, "datasets": scores})
+    if failed:
+        raise typer.Exit(1)
