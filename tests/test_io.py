@@ -1,0 +1,209 @@
+"""Image IO: every mode in and out, EXIF orientation, ICC/EXIF carried, bad files, atomic writes."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zlib
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from mma.errors import ImageReadError, OutputError
+from mma.imaging.io import (ORIENTATION_TAG, ImageMeta, array_to_float, array_to_pil, format_for,
+                            pil_to_float, read_image, write_image)
+
+RNG = np.random.default_rng(0)
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims a size, with almost no pixel data (for bomb and corruption tests)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def srgb_icc() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("mode,channels,alpha", [("RGB", 3, False), ("RGBA", 3, True), ("L", 1, False),
+                                                 ("LA", 1, True), ("1", 1, False)])
+def test_modes_to_float_and_back(mode, channels, alpha):
+    source = Image.fromarray(RNG.integers(0, 256, (5, 7, 4), dtype=np.uint8), "RGBA").convert(mode)
+    pixels, meta = pil_to_float(source)
+    assert (meta.channels, meta.alpha, meta.bit_depth) == (channels, alpha, 8)
+    assert pixels.shape == (channels + alpha, 5, 7) and pixels.dtype == torch.float32
+    back = np.rint(pixels.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    restored = array_to_pil(back, meta)
+    expected = source.convert("L") if mode == "1" else source
+    assert restored.mode == expected.mode
+    np.testing.assert_array_equal(np.asarray(restored), np.asarray(expected))
+
+
+def test_palette_is_expanded_with_and_without_transparency():
+    rgb = Image.fromarray(RNG.integers(0, 256, (6, 6, 3), dtype=np.uint8)).quantize(16)
+    pixels, meta = pil_to_float(rgb)
+    assert meta.channels == 3 and not meta.alpha
+    np.testing.assert_allclose(pixels.permute(1, 2, 0).numpy() * 255, np.asarray(rgb.convert("RGB")), atol=1e-3)
+    transparent = rgb.copy()
+    transparent.info["transparency"] = 0
+    pixels, meta = pil_to_float(transparent)
+    assert meta.alpha and pixels.shape[0] == 4
+    assert np.isin(pixels[3].numpy(), [0.0, 1.0]).all()
+
+
+def test_sixteen_bit_grey_png_stays_sixteen_bit(tmp_path):
+    values = RNG.integers(0, 65536, (9, 11), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    pixels, meta = pil_to_float(read_image(path))
+    assert meta.bit_depth == 16 and meta.channels == 1
+    back = np.rint(pixels[0].numpy().astype(np.float64) * 65535).astype(np.uint16)
+    np.testing.assert_array_equal(back, values)  # float32 holds every 16-bit level exactly
+    out = tmp_path / "again.png"
+    write_image(array_to_pil(back[..., None], meta), out)
+    reread = read_image(out)
+    assert reread.mode.startswith("I;16")
+    np.testing.assert_array_equal(np.asarray(reread), values)
+
+
+def test_cmyk_becomes_rgb_with_srgb_profile(tmp_path):
+    cmyk = Image.new("CMYK", (4, 3), (0, 255, 255, 0))  # pure red ink-wise
+    path = tmp_path / "print.jpg"
+    cmyk.save(path)
+    pixels, meta = pil_to_float(read_image(path))
+    assert meta.channels == 3 and pixels.shape == (3, 3, 4)
+    assert pixels[0].mean() > 0.8 and pixels[1].mean() < 0.2
+    profile = ImageCms.ImageCmsProfile(BytesIO(meta.icc_profile))
+    assert "sRGB" in ImageCms.getProfileDescription(profile)
+
+
+def test_exif_orientation_is_applied_and_reset(tmp_path):
+    array = np.zeros((2, 4, 3), np.uint8)
+    array[0, 0] = 255  # top-left marker
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[ORIENTATION_TAG] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+    exif[0x010F] = "TestMaker"
+    path = tmp_path / "turned.jpg"
+    image.save(path, exif=exif.tobytes(), quality=100)
+    upright = read_image(path)
+    assert upright.size == (2, 4)
+    assert np.asarray(upright)[0, 1].min() > 200  # the marker moved to the top-right
+    _, meta = pil_to_float(upright)
+    reread = Image.Exif()
+    reread.load(meta.exif)
+    assert reread.get(ORIENTATION_TAG, 1) == 1 and reread[0x010F] == "TestMaker"
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg", "webp", "tiff"])
+def test_write_carries_exif_and_icc(tmp_path, suffix):
+    exif = Image.Exif()
+    exif[0x010F] = "TestMaker"
+    meta = ImageMeta(3, False, 8, srgb_icc(), exif.tobytes())
+    image = array_to_pil(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8), meta)
+    path = write_image(image, tmp_path / f"out.{suffix}")
+    with Image.open(path) as reread:
+        assert reread.info.get("icc_profile") == meta.icc_profile
+        assert reread.getexif().get(0x010F) == "TestMaker"
+    assert [p.name for p in tmp_path.iterdir()] == [f"out.{suffix}"]  # no temporary file left
+
+
+def test_jpeg_drops_alpha_with_a_warning_and_16_bit_is_reduced(tmp_path):
+    rgba = array_to_pil(RNG.integers(0, 256, (4, 4, 4), dtype=np.uint8), ImageMeta(3, True, 8))
+    with pytest.warns(UserWarning, match="alpha"):
+        write_image(rgba, tmp_path / "a.jpg")
+    assert Image.open(tmp_path / "a.jpg").mode == "RGB"
+    deep = array_to_pil(np.full((4, 4, 1), 65535, np.uint16), ImageMeta(1, False, 16))
+    with pytest.warns(UserWarning, match="8 bits"):
+        write_image(deep, tmp_path / "d.webp")
+    assert np.asarray(Image.open(tmp_path / "d.webp").convert("L")).min() == 255
+
+
+def test_read_errors_are_one_line_image_read_errors(tmp_path):
+    cases = {
+        "no such file": tmp_path / "missing.png",
+        "is a directory": tmp_path,
+        "empty file": tmp_path / "empty.png",
+        "not an image": tmp_path / "notes.png",
+        "truncated or corrupt": tmp_path / "cut.png",
+        "decompression-bomb": png_header_only(tmp_path / "bomb.png", 40000, 40000),
+    }
+    cases["empty file"].write_bytes(b"")
+    cases["not an image"].write_text("hello, not pixels\n")
+    whole = tmp_path / "whole.png"
+    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(whole)
+    cases["truncated or corrupt"].write_bytes(whole.read_bytes()[:-200])
+    for reason, path in cases.items():
+        with pytest.raises(ImageReadError, match=reason) as info:
+            read_image(path)
+        assert "\n" not in str(info.value)
+
+
+def test_bomb_limit_follows_pillow_setting(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (40, 40)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with warnings.catch_warnings(), pytest.raises(ImageReadError, match="decompression-bomb limit of 100"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.float32, 1), (np.float64, 1)])
+@pytest.mark.parametrize("shape,channels,alpha", [((5, 6), 1, False), ((5, 6, 1), 1, False),
+                                                  ((5, 6, 2), 1, True), ((5, 6, 3), 3, False),
+                                                  ((5, 6, 4), 3, True)])
+def test_arrays_to_float(dtype, scale, shape, channels, alpha):
+    array = (RNG.random(shape) * scale).astype(dtype)
+    pixels, meta = array_to_float(array)
+    assert (meta.channels, meta.alpha) == (channels, alpha)
+    assert meta.bit_depth == (16 if dtype == np.uint16 else 8)
+    reference = np.atleast_3d(array).astype(np.float64) / scale
+    np.testing.assert_allclose(pixels.permute(1, 2, 0).numpy(), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("array", [np.zeros((0, 4, 3), np.uint8), np.zeros((4, 4, 5), np.uint8),
+                                   np.zeros((2, 2, 2, 3), np.uint8), np.zeros((4, 4), np.int32),
+                                   np.full((4, 4), np.nan, np.float32)])
+def test_bad_arrays(array):
+    with pytest.raises(ImageReadError):
+        array_to_float(array)
+
+
+def test_existing_output_and_bad_folders(tmp_path):
+    image = Image.new("RGB", (3, 3))
+    target = write_image(image, tmp_path / "x.png")
+    with pytest.raises(OutputError, match="exists"):
+        write_image(image, target)
+    write_image(Image.new("RGB", (5, 5)), target, overwrite=True)
+    assert Image.open(target).size == (5, 5)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(OutputError, match="cannot create its folder"):
+        write_image(image, blocker / "out.png")
+    with pytest.raises(OutputError, match="unknown output format"):
+        write_image(image, tmp_path / "out.xyz")
+    assert format_for("a.JPG") == "JPEG" and format_for("a.png", "tiff") == "TIFF"
+
+
+def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = write_image(Image.new("RGB", (3, 3), "red"), tmp_path / "keep.png")
+    before = target.read_bytes()
+
+    def explode(self, fp, *args, **kwargs):
+        fp.write(b"half an image")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", explode)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(Image.new("RGB", (3, 3), "blue"), target, overwrite=True)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
