@@ -1,0 +1,271 @@
+"""Weights from the Hub, through the real huggingface_hub download path, served from 127.0.0.1 (no internet).
+
+huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE when it is imported, so every download runs in a
+fresh Python process with those variables set exactly as a user would set them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import torch
+
+from mma.errors import CheckpointError, ChecksumError
+from mma.model import build_model
+from mma.weights import from_pretrained, save_pretrained
+from mma.weights.hub import parse_repo_id, sha256_of, verify_sha256
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeHub(http.server.ThreadingHTTPServer):
+    """Answers HEAD/GET `/{owner}/{name}/resolve/{revision}/{file}` with the headers hf_hub_download relies on
+    (X-Repo-Commit, ETag, Content-Length) and the Hub's X-Error-Code on misses; records every request."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.commits: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.branches: dict[tuple[str, str], str] = {}
+        self.requests: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+    def publish(self, repo: str, files: dict[str, bytes], branch: str = "main") -> str:
+        """A new commit holding `files`, made the head of `branch`; returns its 40-hex id."""
+        commit = hashlib.sha1(repr((repo, len(self.commits), sorted(files.items()))).encode()).hexdigest()
+        self.commits[repo, commit] = dict(files)
+        self.branches[repo, branch] = commit
+        return commit
+
+    def lookup(self, path: str) -> tuple[int, str | None, dict[str, str], bytes]:
+        parts = unquote(path).lstrip("/").split("/")
+        if len(parts) < 5 or parts[2] != "resolve":
+            return 404, None, {}, b""
+        repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+        if not any(key[0] == repo for key in self.commits):
+            return 404, None, {"X-Error-Code": "RepoNotFound"}, b""
+        commit = self.branches.get((repo, revision), revision)
+        if (repo, commit) not in self.commits:
+            return 404, None, {"X-Error-Code": "RevisionNotFound"}, b""
+        data = self.commits[repo, commit].get(filename)
+        if data is None:
+            return 404, commit, {"X-Error-Code": "EntryNotFound"}, b""
+        return 200, commit, {"ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, data
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: FakeHub
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def _answer(self, send_body: bool) -> None:
+        self.server.requests.append(f"{self.command} {self.path}")
+        status, commit, headers, data = self.server.lookup(self.path)
+        self.send_response(status)
+        if commit is not None:
+            self.send_header("X-Repo-Commit", commit)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def hub():
+    server = FakeHub()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+# Runs operations in a fresh process and prints one JSON result per operation: {"ok": ...} or the MMAError.
+DRIVER = r"""
+import json, sys
+from mma.errors import MMAError
+from mma.weights import from_pretrained, registry, resolve_weights
+from mma.weights.hub import sha256_of
+
+results = []
+for op in json.loads(sys.argv[1]):
+    try:
+        if op["kind"] == "entry":  # a registry entry with a Hub source, as a real release would add
+            registry.REGISTRY["mma-t", 2] = registry.WeightsEntry("mma-t", 2, registry.HubFile(**op["hub"]))
+            out = sha256_of(resolve_weights("mma-t", 2))
+        elif op["kind"] == "resolve":
+            out = sha256_of(resolve_weights(op["name"], 2))
+        else:
+            out = from_pretrained(op["name"]).config.to_dict()
+        results.append({"ok": out})
+    except MMAError as exc:
+        results.append({"error": type(exc).__name__, "message": str(exc)})
+print(json.dumps(results))
+"""
+
+
+def run_python(args: list[str], hub: FakeHub, home: Path, *, offline: bool = False) -> subprocess.CompletedProcess:
+    """`python ARGS` with the Hub at `hub`, its cache under `home`, and nothing inherited from the user's HF setup."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(home),
+        HF_HUB_OFFLINE="1" if offline else "0",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+    )
+    return subprocess.run([sys.executable, *args], env=env, cwd=home.parent, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def drive(ops: list[dict], hub: FakeHub, home: Path, *, offline: bool = False) -> list[dict]:
+    done = run_python(["-c", DRIVER, json.dumps(ops)], hub, home, offline=offline)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def tiny(scale: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("mma-t", scale, num_feat=8, num_block=1)
+
+
+def pretrained_files(model: torch.nn.Module, folder: Path) -> dict[str, bytes]:
+    save_pretrained(model, folder)
+    return {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_download_then_offline_from_the_cache_with_revision_pins(hub, tmp_path):
+    model = tiny(2, seed=0)
+    files = pretrained_files(model, tmp_path / "tiny")
+    hub.publish("mma-test/tiny", files)
+    old = pretrained_files(tiny(2, seed=1), tmp_path / "old")["model.safetensors"]
+    new = pretrained_files(tiny(2, seed=2), tmp_path / "new")["model.safetensors"]
+    pinned = hub.publish("mma-test/pinned", {"model.safetensors": old})
+    hub.publish("mma-test/pinned", {"model.safetensors": new})  # main moves on; the pin must not
+    ops = [
+        {"kind": "pretrained", "name": "mma-test/tiny"},
+        {"kind": "resolve", "name": "mma-test/tiny"},
+        {"kind": "entry", "hub": {"repo_id": "mma-test/pinned", "revision": pinned, "sha256": sha(old)}},
+        {"kind": "resolve", "name": "mma-test/pinned"},
+        {"kind": "resolve", "name": f"mma-test/pinned@{pinned}"},
+    ]
+    expected = [{"ok": model.config.to_dict()}, {"ok": sha(files["model.safetensors"])}, {"ok": sha(old)},
+                {"ok": sha(new)}, {"ok": sha(old)}]
+    home = tmp_path / "hf-home"
+    assert drive(ops, hub, home) == expected
+    assert any(request.startswith("GET /mma-test/pinned/resolve/") for request in hub.requests)
+
+    hub.requests.clear()
+    never = {"kind": "resolve", "name": "mma-test/never-fetched"}
+    offline = drive([*ops, never], hub, home, offline=True)
+    assert offline[:-1] == expected
+    assert offline[-1]["error"] == "WeightsNotFoundError"
+    assert "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in offline[-1]["message"]
+    assert hub.requests == []  # offline means not one request
+
+
+def test_sha256_mismatch_is_refused_even_from_the_cache(hub, tmp_path):
+    data = pretrained_files(tiny(2, seed=0), tmp_path / "w")["model.safetensors"]
+    commit = hub.publish("mma-test/checked", {"model.safetensors": data})
+    good = {"kind": "entry", "hub": {"repo_id": "mma-test/checked", "revision": commit, "sha256": sha(data)}}
+    bad = {"kind": "entry", "hub": {**good["hub"], "sha256": "0" * 64}}
+    home = tmp_path / "hf-home"
+    first = drive([bad, good], hub, home)
+    assert first[0]["error"] == "ChecksumError"
+    assert f"sha256 mismatch (expected {'0' * 64}, got {sha(data)})" in first[0]["message"]
+    assert first[1] == {"ok": sha(data)}
+
+    (blob,) = (home / "hub" / "models--mma-test--checked" / "blobs").iterdir()
+    blob.write_bytes(data[:-4] + b"XXXX")  # the cached copy is damaged afterwards
+    damaged = drive([good], hub, home, offline=True)
+    assert damaged[0]["error"] == "ChecksumError"
+
+
+def test_missing_repository_revision_and_file(hub, tmp_path):
+    hub.publish("mma-test/weights-only", {"model.safetensors": b"not needed"})
+    ops = [
+        {"kind": "resolve", "name": "mma-test/absent"},
+        {"kind": "resolve", "name": "mma-test/weights-only@no-such-tag"},
+        {"kind": "pretrained", "name": "mma-test/weights-only"},  # ModelHubMixin layout needs config.json
+    ]
+    results = drive(ops, hub, tmp_path / "hf-home")
+    assert [r.get("error") for r in results] == ["WeightsNotFoundError"] * 3
+    assert "mma-test/absent/model.safetensors: no such repository" in results[0]["message"]
+    assert "no such revision" in results[1]["message"]
+    assert "mma-test/weights-only/config.json: no such file in the repository" in results[2]["message"]
+
+
+def test_mma_download_command_against_the_hub(hub, tmp_path):
+    data = pretrained_files(tiny(4, seed=3), tmp_path / "w")["model.safetensors"]
+    hub.publish("mma-test/cli", {"model.safetensors": data})
+    home = tmp_path / "hf-home"
+    done = run_python(["-m", "mma", "download", "mma-test/cli"], hub, home)
+    assert done.returncode == 0, done.stderr
+    assert sha256_of(done.stdout.strip()) == sha(data)
+    missing = run_python(["-m", "mma", "download", "mma-test/absent"], hub, home)
+    assert missing.returncode == 1
+    assert missing.stderr.count("\n") == 1 and missing.stderr.startswith("error: mma-test/absent/")
+
+
+def test_save_pretrained_layout_and_from_pretrained_directory(tmp_path):
+    model = tiny(3, seed=0).eval()
+    folder = save_pretrained(model, tmp_path / "out", data="test")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert json.loads((folder / "config.json").read_text()) == model.config.to_dict()
+    loaded = from_pretrained(folder)
+    assert loaded.config == model.config
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable model config"):
+        from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        from_pretrained(tmp_path)
+
+
+def test_sha256_helpers(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(3 << 20))  # several read chunks
+    digest = sha256_of(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    verify_sha256(path, digest.upper(), "blob")
+    with pytest.raises(ChecksumError, match="blob: sha256 mismatch"):
+        verify_sha256(path, "f" * 64, "blob")
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("owner/name", ("owner/name", None)),
+    ("owner/name@v1.0", ("owner/name", "v1.0")),
+    ("org-x/mma_t.x2@" + "a" * 40, ("org-x/mma_t.x2", "a" * 40)),
+    ("mma-t", None),
+    ("/abs/path", None),
+    ("./rel/path", None),
+    ("a/b/c", None),
+])
+def test_parse_repo_id(text, parsed):
+    assert parse_repo_id(text) == parsed
