@@ -1,0 +1,11 @@
+"""Training: the paper's recipe (presets for its six runs), small CPU recipes, exact resume and DDP.
+
+`train(build_config(preset="cpu-tiny", overrides={"train": ["../shared/data/T91"]}))` runs one;
+`mma train` is the command-line face of the same call.
+"""
+
+from mma.train.config import TrainConfig, build_config
+from mma.train.loop import TrainEvent, TrainResult, saved_config, train
+from mma.train.presets import PRESETS
+
+__all__ = ["PRESETS", "TrainConfig", "TrainEvent", "TrainResult", "build_config", "saved_config", "train"]

@@ -1,0 +1,73 @@
+"""Named training recipes: the paper's six runs and small ones that finish on a CPU.
+
+Why presets: the paper's schedule (ARCHITECTURE.md, "Training recipe") is long and easy to mistype; a name
+keeps a run reproducible, and a config file or flags still override any field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mma.model import SCALES
+
+_PAPER_COMMON: dict[str, Any] = {
+    "variant": "mma-b",
+    "batch": 64,
+    "patch": 64,
+    "betas": (0.9, 0.99),
+    "ema": 0.999,
+    "gamma": 0.5,
+    "log_every": 100,
+    "save_every": 5000,
+    "val_every": 5000,
+}
+
+# Paper Sec. 4.1: pre-training on ImageNet, then fine-tuning on DF2K, each scale trained separately.
+_PRETRAIN: dict[str, Any] = {"iters": 800_000, "lr": 2e-4,
+                             "milestones": (300_000, 500_000, 650_000, 700_000, 750_000)}
+_FINETUNE: dict[str, Any] = {"iters": 250_000, "lr": 1e-5, "milestones": (125_000, 200_000, 225_000, 240_000)}
+
+# CPU recipes: MMA-T, small batches and patches so one step takes seconds, frequent checkpoints so a run
+# can be stopped and resumed at any time, validation on images carved out of the training set.
+_CPU_SMALL: dict[str, Any] = {
+    "variant": "mma-t",
+    "scale": 2,
+    "batch": 16,
+    "patch": 48,
+    "iters": 100_000,
+    "lr": 5e-4,
+    "milestones": (50_000, 75_000, 90_000, 95_000),
+    "gamma": 0.5,
+    "betas": (0.9, 0.99),
+    "ema": 0.999,
+    "val_split": 10,
+    "val_every": 2000,
+    "save_every": 250,
+    "log_every": 10,
+}
+_CPU_TINY: dict[str, Any] = {
+    **_CPU_SMALL,
+    "model": {"num_feat": 16, "num_block": 2},
+    "batch": 4,
+    "patch": 24,
+    "iters": 300,
+    "milestones": (200, 250),
+    "val_split": 2,
+    "val_every": 100,
+    "save_every": 50,
+    "log_every": 5,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    **{f"pretrain-x{s}": {**_PAPER_COMMON, **_PRETRAIN, "scale": s} for s in SCALES},
+    **{f"finetune-x{s}": {**_PAPER_COMMON, **_FINETUNE, "scale": s} for s in SCALES},
+    "cpu-small": _CPU_SMALL,
+    "cpu-tiny": _CPU_TINY,
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    **{f"pretrain-x{s}": f"paper pre-training at x{s}: 800K it, lr 2e-4, batch 64 (GPUs)" for s in SCALES},
+    **{f"finetune-x{s}": f"paper fine-tuning at x{s}: 250K it, lr 1e-5, batch 64 (GPUs)" for s in SCALES},
+    "cpu-small": "MMA-T x2 on a CPU: batch 16, LR patch 48, 100K it, lr 5e-4, 10 held-out validation images",
+    "cpu-tiny": "a 16-feature, 2-block network for a minutes-long smoke run on a CPU",
+}
