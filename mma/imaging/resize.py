@@ -7,8 +7,9 @@ only reproducible with the same kernel, border rule, pass order and rounding.
 MATLAB's algorithm, reproduced here: bicubic kernel with a = -0.5, stretched by 1/scale when shrinking
 (antialiasing), output length ceil(scale * input length), symmetric (mirror, edge repeated) borders, the
 height resized before the width. Integer images are rounded (half away from zero) and clipped after each
-pass; float images are not rounded. Each axis becomes a small dense table of weights and source indices,
-so a pass is `taps` vectorised gathers instead of a per-pixel loop.
+pass; float images are not rounded. Each axis becomes a small table of weights and source indices: numpy
+applies it as `taps` vectorised gathers (in MATLAB's summation order), torch spreads it into an
+(out, in) matrix and multiplies, which is what CPUs and GPUs run fastest.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -73,14 +73,26 @@ def axis_weights(in_length: int, out_length: int, scale: float) -> tuple[np.ndar
     return weights, indices
 
 
-def _resize_axis(x: Any, weights: Any, indices: Any, axis: int, take: Callable[[Any, Any, int], Any]) -> Any:
-    """Sum over taps of weight * gathered source along `axis`; `take` is numpy's or torch's gather."""
+def _resize_axis(x: np.ndarray, weights: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
+    """Sum over taps of weight * gathered source along `axis`, taps in ascending order as MATLAB does
+    (the summation order decides the rare exact .5 cases that uint8 rounding sees)."""
     shape = [1] * x.ndim
     shape[axis] = -1
-    out = take(x, indices[:, 0], axis) * weights[:, 0].reshape(shape)
+    out = x.take(indices[:, 0], axis=axis) * weights[:, 0].reshape(shape)
     for tap in range(1, indices.shape[1]):
-        out += take(x, indices[:, tap], axis) * weights[:, tap].reshape(shape)
+        out += x.take(indices[:, tap], axis=axis) * weights[:, tap].reshape(shape)
     return out
+
+
+def interpolation_matrix(in_length: int, scale: float) -> np.ndarray:
+    """The (out_length, in_length) float64 matrix of one axis' resize (the tables of `axis_weights` spread
+    out; a border pixel reached twice through mirroring gets both weights). Matrix products are what
+    torch runs fastest, on CPU and GPU alike."""
+    out_length = output_length(in_length, scale)
+    weights, indices = axis_weights(in_length, out_length, scale)
+    matrix = np.zeros((out_length, in_length))
+    np.add.at(matrix, (np.arange(out_length)[:, None], indices), weights)
+    return matrix
 
 
 def _round_clip(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -107,7 +119,7 @@ def _imresize_numpy(image: np.ndarray, scale: float) -> np.ndarray:
     work = image.astype(np.float64)
     for axis in (0, 1):
         weights, indices = axis_weights(work.shape[axis], output_length(work.shape[axis], scale), scale)
-        work = _resize_axis(work, weights, indices, axis, lambda a, i, ax: a.take(i, axis=ax))
+        work = _resize_axis(work, weights, indices, axis)
         if integer:
             work = _round_clip(work, image.dtype)
     return work.astype(image.dtype)
@@ -120,19 +132,13 @@ def _imresize_torch(image: torch.Tensor, scale: float) -> torch.Tensor:
         raise ConfigError(
             f"imresize expects a non-empty float tensor (..., H, W), got {image.dtype} {tuple(image.shape)}"
         )
-    work = image
-    for axis in (image.ndim - 2, image.ndim - 1):
-        weights, indices = axis_weights(work.shape[axis], output_length(work.shape[axis], scale), scale)
-        work = _resize_axis(
-            work,
-            torch.tensor(
-                weights, dtype=image.dtype, device=image.device
-            ),  # copies: the cached tables are read-only
-            torch.tensor(indices, device=image.device),
-            axis,
-            lambda a, i, ax: a.index_select(ax, i),
-        )
-    return work
+
+    def as_tensor(matrix: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(matrix).to(device=image.device, dtype=image.dtype)
+
+    height = as_tensor(interpolation_matrix(image.shape[-2], scale))
+    width = as_tensor(interpolation_matrix(image.shape[-1], scale))
+    return height @ image @ width.T
 
 
 def imresize(image: ArrayT, scale: float) -> ArrayT:
