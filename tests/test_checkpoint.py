@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from mma.errors import CheckpointError, ConfigError, OutputError
 from mma.model import MMAConfig, build_model, infer_config
 from mma.weights import load_checkpoint, load_weights_into, model_from_file, save_safetensors
-from mma.weights.checkpoint import encode_metadata
+from mma.weights.checkpoint import atomic_write, encode_metadata
 
 TINY = {"num_feat": 8, "num_block": 1}
 
@@ -133,19 +133,27 @@ def test_saving_weights_with_a_config_they_do_not_fit_is_refused(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_save_is_atomic(tmp_path, monkeypatch):
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "w.safetensors"
     target.write_bytes(b"previous weights")
 
-    def write_half_then_fail(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half")
+    def write_half_then_fail(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("mma.weights.checkpoint.save_file", write_half_then_fail)
     with pytest.raises(OutputError, match="No space left"):
-        save_safetensors(tiny_model(), target)
+        atomic_write(target, write_half_then_fail)
     assert target.read_bytes() == b"previous weights"
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left behind
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = save_safetensors(tiny_model(), tmp_path / "w.safetensors")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, e.g. when shipped or shared
 
 
 def test_save_into_a_missing_directory_is_an_output_error(tmp_path):

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from mma.errors import CheckpointError, ConfigError, OutputError
@@ -194,7 +194,9 @@ def save_safetensors(
     # Clone so no two tensors share storage (safetensors refuses shared tensors) and nothing stays on the GPU.
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state.items()}
     path = Path(path)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    # Serialise in memory and write ourselves: safetensors' own save_file creates files readable by the owner only.
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return path
 
 
