@@ -110,9 +110,13 @@ from mma.weights.hub import sha256_of
 results = []
 for op in json.loads(sys.argv[1]):
     try:
-        if op["kind"] == "entry":  # a registry entry with a Hub source, as a real release would add
-            registry.REGISTRY["mma-t", 2] = registry.WeightsEntry("mma-t", 2, registry.HubFile(**op["hub"]))
-            out = sha256_of(resolve_weights("mma-t", 2))
+        if op["kind"] in ("entry", "status"):  # a registry entry with a Hub source, as a real release adds
+            entry = registry.WeightsEntry("mma-t", 2, registry.HubFile(**op["hub"]))
+            registry.REGISTRY["mma-t", 2] = entry
+            if op["kind"] == "status":  # what `mma models` shows, without downloading
+                out = [registry.source_of(entry), registry.is_available_offline(entry)]
+            else:
+                out = sha256_of(resolve_weights("mma-t", 2))
         elif op["kind"] == "resolve":
             out = sha256_of(resolve_weights(op["name"], 2))
         else:
@@ -168,23 +172,27 @@ def test_download_then_offline_from_the_cache_with_revision_pins(hub, tmp_path):
     new = pretrained_files(tiny(2, seed=2), tmp_path / "new")["model.safetensors"]
     pinned = hub.publish("mma-test/pinned", {"model.safetensors": old})
     hub.publish("mma-test/pinned", {"model.safetensors": new})  # main moves on; the pin must not
+    entry = {"repo_id": "mma-test/pinned", "revision": pinned, "sha256": sha(old)}
+    source = f"hub:mma-test/pinned@{pinned}"
     ops = [
+        {"kind": "status", "hub": entry},
         {"kind": "pretrained", "name": "mma-test/tiny"},
         {"kind": "resolve", "name": "mma-test/tiny"},
-        {"kind": "entry", "hub": {"repo_id": "mma-test/pinned", "revision": pinned, "sha256": sha(old)}},
+        {"kind": "entry", "hub": entry},
+        {"kind": "status", "hub": entry},
         {"kind": "resolve", "name": "mma-test/pinned"},
         {"kind": "resolve", "name": f"mma-test/pinned@{pinned}"},
     ]
     expected = [{"ok": model.config.to_dict()}, {"ok": sha(files["model.safetensors"])}, {"ok": sha(old)},
-                {"ok": sha(new)}, {"ok": sha(old)}]
+                {"ok": [source, True]}, {"ok": sha(new)}, {"ok": sha(old)}]
     home = tmp_path / "hf-home"
-    assert drive(ops, hub, home) == expected
+    assert drive(ops, hub, home) == [{"ok": [source, False]}, *expected]  # not offline-ready before the download
     assert any(request.startswith("GET /mma-test/pinned/resolve/") for request in hub.requests)
 
     hub.requests.clear()
     never = {"kind": "resolve", "name": "mma-test/never-fetched"}
     offline = drive([*ops, never], hub, home, offline=True)
-    assert offline[:-1] == expected
+    assert offline[:-1] == [{"ok": [source, True]}, *expected]
     assert offline[-1]["error"] == "WeightsNotFoundError"
     assert "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in offline[-1]["message"]
     assert hub.requests == []  # offline means not one request
