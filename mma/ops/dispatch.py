@@ -14,19 +14,15 @@ import torch
 from torch import Tensor
 
 from mma.errors import BackendUnavailableError, ConfigError
-from mma.ops import conv, cuda, scan_torch
+from mma.ops import conv, cuda, scan_cpu, scan_torch
 
 ENV_VAR = "MMA_SCAN_BACKEND"
 BACKENDS = ("cpu", "torch", "cuda")
 
 
-def _cpu_reason() -> str | None:
-    return "the numba kernels are not implemented yet"
-
-
 def available_backends() -> dict[str, str | None]:
     """Backend name -> None when it can run on this machine, else the reason it cannot."""
-    return {"cpu": _cpu_reason(), "torch": None, "cuda": cuda.unavailable_reason()}
+    return {"cpu": scan_cpu.unavailable_reason(), "torch": None, "cuda": cuda.unavailable_reason()}
 
 
 def resolve_backend(name: str | None, device: torch.device | str) -> str:
@@ -58,6 +54,7 @@ def _automatic(device: torch.device) -> str:
 
 
 _SCANS: dict[str, Callable[..., Tensor]] = {
+    "cpu": scan_cpu.selective_scan,
     "torch": scan_torch.selective_scan,
     "cuda": cuda.selective_scan,
 }

@@ -1,0 +1,265 @@
+"""numba kernels of the CPU selective scan (forward, and backward with recomputation).
+
+Layout: every (batch, X, L) input arrives as a flat 1-D buffer plus its three element strides, so any
+torch view (the model's channels-last transposes included) is read in place, and numba compiles one
+variant per dtype only. Work is split over (batch, block of `BLOCK` channels); the inner loop runs over
+the channels of a block, which LLVM vectorises, with the N states of each channel in a small local
+array. The decay exp(delta*A) uses `fast_exp`, which LLVM can vectorise (libm's exp it cannot).
+
+Backward recomputes the states chunk by chunk from the checkpoints that forward stores every `CHUNK`
+steps, then walks each chunk backwards. Gradients of B and C sum over channels; each parallel worker
+adds into its own slice (`parts` axis) and the caller sums the slices.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+BLOCK = 16
+CHUNK = 64
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2 = np.float32(0.6931471805599453)
+_LO = np.float32(-87.0)  # below this exp() is < 2^-125: treated as that tiny value
+_HI = np.float32(88.0)  # above this float32 exp() overflows: clamped to stay finite
+_HALF = np.float32(0.5)
+# Taylor coefficients 1/k! of exp(r) for |r| <= ln(2)/2; degree 6 leaves a relative error near 1e-7.
+_P = tuple(np.float32(1.0 / math.factorial(k)) for k in range(7))
+
+
+def _jit(**options):
+    """njit with an on-disk cache when a writable cache location exists (site-packages or the user's)."""
+
+    def wrap(fn):
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError:  # numba found no writable cache directory: compile per process instead
+            return numba.njit(cache=False, **options)(fn)
+
+    return wrap
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (LLVM trunc + bitcast: vectorisable)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
+        return builder.bitcast(low, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+def fast_exp(x):
+    """exp(x); float32: 2^k * p(r) with k from the exponent bits, vectorisable. float64: math.exp."""
+    return math.exp(x)
+
+
+@overload(fast_exp)
+def _fast_exp_overload(x):
+    if x != types.float32:
+        return lambda x: math.exp(x)
+
+    def exp32(x):
+        x = min(max(x, _LO), _HI)
+        k = np.floor(x * _LOG2E + _HALF)  # x = k ln2 + r, |r| <= ln2 / 2
+        r = x - k * _LN2
+        p = _P[6]
+        p = p * r + _P[5]
+        p = p * r + _P[4]
+        p = p * r + _P[3]
+        p = p * r + _P[2]
+        p = p * r + _P[1]
+        p = p * r + _P[0]
+        return p * _float32_from_bits((np.int32(k) + 127) << 23)  # p * 2^k
+
+    return exp32
+
+
+_OPTS = dict(nogil=True, fastmath={"contract", "reassoc", "arcp"}, error_model="numpy")
+
+
+@_jit(inline="always", **_OPTS)
+def _load(flat, base, stride, c0, dch, dst):
+    """dst[c] = channel c0 + c of one (batch, time) row; lanes past the last channel repeat it.
+
+    Every lane stays finite and every loop has the constant trip count BLOCK, which is what lets LLVM
+    vectorise; the unit-stride branch is the channels-last layout the model passes (plain loads).
+    """
+    if stride == 1 and c0 + BLOCK <= dch:
+        for c in range(BLOCK):
+            dst[c] = flat[base + c0 + c]
+    else:
+        for c in range(BLOCK):
+            dst[c] = flat[base + min(c0 + c, dch - 1) * stride]
+
+
+@_jit(**_OPTS)
+def _forward_block(b, c0, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, reverse, out, ckpt):
+    """The scan of channels c0 .. c0+BLOCK-1 of batch item b (see `scan_forward`)."""
+    length, dch = out.shape[1], out.shape[2]
+    nstate = At.shape[0]
+    w = min(BLOCK, dch - c0)
+    save = ckpt.size > 0
+    h = np.zeros((nstate, BLOCK), out.dtype)
+    a_log = np.empty((nstate, BLOCK), out.dtype)
+    skip = np.empty(BLOCK, out.dtype)
+    uu = np.empty(BLOCK, out.dtype)
+    dt = np.empty(BLOCK, out.dtype)
+    du = np.empty(BLOCK, out.dtype)
+    g = np.ones(BLOCK, out.dtype)
+    y = np.empty(BLOCK, out.dtype)
+    for n in range(nstate):
+        _load(At[n], 0, 1, c0, dch, a_log[n])
+    _load(Dv, 0, 1, c0, dch, skip)
+    for s in range(length):
+        t = length - 1 - s if reverse else s
+        if save and s % CHUNK == 0:
+            for n in range(nstate):
+                for c in range(w):
+                    ckpt[b, s // CHUNK, n, c0 + c] = h[n, c]
+        _load(u, b * su[0] + t * su[2], su[1], c0, dch, uu)
+        _load(delta, b * sd[0] + t * sd[2], sd[1], c0, dch, dt)
+        if has_gate:
+            _load(gate, b * sg[0] + t * sg[2], sg[1], c0, dch, g)
+        for c in range(BLOCK):
+            du[c] = dt[c] * uu[c]
+            y[c] = skip[c] * uu[c]
+        for n in range(nstate):
+            bn = Bm[b * sb[0] + n * sb[1] + t * sb[2]]
+            cn = Cm[b * sc[0] + n * sc[1] + t * sc[2]]
+            for c in range(BLOCK):
+                hn = fast_exp(dt[c] * a_log[n, c]) * h[n, c] + du[c] * bn
+                h[n, c] = hn
+                y[c] += hn * cn
+        for c in range(w):
+            out[b, t, c0 + c] = y[c] * g[c]
+
+
+@_jit(parallel=True, **_OPTS)
+def scan_forward(u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, reverse, out, ckpt):
+    """out[b, t, c] = (<C_t, h_t> + D u_t) * gate_t for every (b, c); states into ckpt every CHUNK steps.
+
+    u/delta/gate: flat buffers with strides (batch, channel, time); Bm/Cm likewise (batch, state, time).
+    At: A transposed (N, Dch); out: (batch, L, Dch); ckpt: (batch, chunks, N, Dch), or size 0 for none.
+    """
+    nblocks = (out.shape[2] + BLOCK - 1) // BLOCK
+    for job in numba.prange(out.shape[0] * nblocks):
+        _forward_block(job // nblocks, (job % nblocks) * BLOCK, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc,
+                       At, Dv, has_gate, reverse, out, ckpt)
+
+
+@_jit(**_OPTS)
+def _backward_block(b, c0, part, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, reverse,
+                    ckpt, grad, sgr, du_out, ddelta_out, dgate_out, dB_parts, dC_parts, dA_parts, dD_parts):
+    """Gradients from channels c0 .. c0+BLOCK-1 of batch item b (see `scan_backward`)."""
+    length, dch = du_out.shape[1], du_out.shape[2]
+    nstate = At.shape[0]
+    w = min(BLOCK, dch - c0)
+    dtype = du_out.dtype
+    hs = np.empty((CHUNK + 1, nstate, BLOCK), dtype)  # states of the chunk, hs[i + 1] after step i
+    decays = np.empty((CHUNK, nstate, BLOCK), dtype)
+    us = np.empty((CHUNK, BLOCK), dtype)
+    dts = np.empty((CHUNK, BLOCK), dtype)
+    ys = np.empty((CHUNK, BLOCK), dtype)  # scan output before the gate
+    a_log = np.empty((nstate, BLOCK), dtype)
+    skip = np.empty(BLOCK, dtype)
+    dh = np.zeros((nstate, BLOCK), dtype)
+    dA = np.zeros((nstate, BLOCK), dtype)
+    dD = np.zeros(BLOCK, dtype)
+    gy = np.empty(BLOCK, dtype)
+    g = np.ones(BLOCK, dtype)
+    gr = np.empty(BLOCK, dtype)
+    dus = np.empty(BLOCK, dtype)
+    ddt = np.empty(BLOCK, dtype)
+    zero = np.zeros(1, dtype)[0]
+    for n in range(nstate):
+        _load(At[n], 0, 1, c0, dch, a_log[n])
+    _load(Dv, 0, 1, c0, dch, skip)
+    for k in range((length + CHUNK - 1) // CHUNK - 1, -1, -1):
+        s0 = k * CHUNK
+        steps = min(CHUNK, length - s0)
+        for n in range(nstate):
+            for c in range(BLOCK):
+                hs[0, n, c] = ckpt[b, k, n, min(c0 + c, dch - 1)]
+        for i in range(steps):  # recompute the chunk as forward did
+            t = length - 1 - (s0 + i) if reverse else s0 + i
+            _load(u, b * su[0] + t * su[2], su[1], c0, dch, us[i])
+            _load(delta, b * sd[0] + t * sd[2], sd[1], c0, dch, dts[i])
+            for c in range(BLOCK):
+                ys[i, c] = skip[c] * us[i, c]
+            for n in range(nstate):
+                bn = Bm[b * sb[0] + n * sb[1] + t * sb[2]]
+                cn = Cm[b * sc[0] + n * sc[1] + t * sc[2]]
+                for c in range(BLOCK):
+                    a = fast_exp(dts[i, c] * a_log[n, c])
+                    decays[i, n, c] = a
+                    hn = a * hs[i, n, c] + dts[i, c] * us[i, c] * bn
+                    hs[i + 1, n, c] = hn
+                    ys[i, c] += hn * cn
+        for i in range(steps - 1, -1, -1):
+            t = length - 1 - (s0 + i) if reverse else s0 + i
+            _load(grad, b * sgr[0] + t * sgr[2], sgr[1], c0, dch, gr)
+            if has_gate:
+                _load(gate, b * sg[0] + t * sg[2], sg[1], c0, dch, g)
+            for c in range(BLOCK):
+                gy[c] = gr[c] * g[c] if c < w else zero  # lanes past the last channel carry no gradient
+                dD[c] += gy[c] * us[i, c]
+                dus[c] = gy[c] * skip[c]
+                ddt[c] = zero
+            for n in range(nstate):
+                bn = Bm[b * sb[0] + n * sb[1] + t * sb[2]]
+                cn = Cm[b * sc[0] + n * sc[1] + t * sc[2]]
+                dBn = zero
+                dCn = zero
+                for c in range(BLOCK):
+                    dCn += gy[c] * hs[i + 1, n, c]
+                    d = dh[n, c] + gy[c] * cn  # dL/dh_t
+                    dBn += d * dts[i, c] * us[i, c]
+                    dus[c] += d * dts[i, c] * bn
+                    da = d * hs[i, n, c] * decays[i, n, c]  # dL/d(delta_t A)
+                    ddt[c] += d * bn * us[i, c] + da * a_log[n, c]
+                    dA[n, c] += da * dts[i, c]
+                    dh[n, c] = d * decays[i, n, c]
+                dB_parts[part, b, t, n] += dBn
+                dC_parts[part, b, t, n] += dCn
+            for c in range(w):
+                du_out[b, t, c0 + c] = dus[c]
+                ddelta_out[b, t, c0 + c] = ddt[c]
+            if has_gate:
+                for c in range(w):
+                    dgate_out[b, t, c0 + c] = gr[c] * ys[i, c]
+    for c in range(w):
+        dD_parts[b, c0 + c] = dD[c]
+        for n in range(nstate):
+            dA_parts[b, n, c0 + c] = dA[n, c]
+
+
+@_jit(parallel=True, **_OPTS)
+def scan_backward(u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, reverse, ckpt, grad, sgr,
+                  du_out, ddelta_out, dgate_out, dB_parts, dC_parts, dA_parts, dD_parts):
+    """Gradients of `scan_forward` given dL/d(out) in `grad` (flat, strides as u's).
+
+    Writes du/ddelta/dgate (batch, L, Dch) and partial sums: dB_parts/dC_parts (parts, batch, L, N)
+    over channels, one slice per worker of a batch item; dA_parts (batch, N, Dch) and dD_parts
+    (batch, Dch) over time.
+    """
+    batch, dch = du_out.shape[0], du_out.shape[2]
+    nblocks = (dch + BLOCK - 1) // BLOCK
+    parts = dB_parts.shape[0]
+    per_part = (nblocks + parts - 1) // parts
+    for job in numba.prange(batch * parts):
+        b = job // parts
+        part = job % parts
+        for blk in range(part * per_part, min(nblocks, (part + 1) * per_part)):
+            _backward_block(b, blk * BLOCK, part, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv,
+                            has_gate, reverse, ckpt, grad, sgr, du_out, ddelta_out, dgate_out, dB_parts,
+                            dC_parts, dA_parts, dD_parts)
