@@ -174,3 +174,56 @@ def test_cli_rejects_same_named_datasets(tiny_dataset: Path, tmp_path: Path) -> 
     )
     assert result.exit_code == 1
     assert result.stderr.startswith("error: two dataset folders have the same name")
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    """An untrained one-block MMA x2 saved as safetensors (its scores are meaningless but deterministic)."""
+    import torch
+
+    from mma.model import build_model
+    from mma.weights import save_safetensors
+
+    torch.manual_seed(0)
+    return save_safetensors(
+        build_model("mma-t", 2, num_feat=8, num_block=1), tmp_path / "tiny_x2.safetensors"
+    )
+
+
+def test_cli_scores_a_weights_file_like_the_api(
+    tiny_dataset: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    from mma import api
+
+    report = tmp_path / "tiny.json"
+    args = [
+        "eval",
+        str(tiny_dataset),
+        "-s",
+        "2",
+        "-m",
+        str(tiny_weights),
+        "--device",
+        "cpu",
+        "--json",
+        str(report),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(report.read_text())
+    assert payload["model"] == str(tiny_weights)
+
+    def whole_image(lr: np.ndarray) -> np.ndarray:
+        return api.upscale(lr, 2, model=str(tiny_weights), tile=None, device="cpu", dtype="fp32")
+
+    expected = evaluate_dataset(tiny_dataset, 2, whole_image)
+    assert payload["datasets"]["Tiny"]["images"] == 3
+    assert payload["datasets"]["Tiny"]["psnr"] == pytest.approx(expected.psnr, abs=1e-9)
+    assert payload["datasets"]["Tiny"]["ssim"] == pytest.approx(expected.ssim, abs=1e-9)
+
+
+def test_cli_model_of_another_scale_is_one_error_line(tiny_dataset: Path, tiny_weights: Path) -> None:
+    args = ["eval", str(tiny_dataset), "-s", "3", "-m", str(tiny_weights), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "x2" in result.stderr and result.stderr.count("\n") == 1

@@ -21,11 +21,14 @@ BICUBIC = "bicubic"
 
 
 def _model_upscaler(model: str, scale: int, tile: int, device: str) -> Upscaler:
-    """Load the network once; each LR array goes through `mma.api.upscale` (tile 0 = whole image)."""
+    """Load the network once; each LR array goes through `mma.api.upscale` (tile 0 = whole image).
+
+    Always float32: the half-precision default of `upscale` on GPUs would cost PSNR that papers do not lose.
+    """
     from mma import api
 
-    network = api.load_model(model, scale, device=device)
-    return lambda lr: api.upscale(lr, scale, model=network, tile=tile or None, device=device)
+    network = api.load_model(model, scale, device=device, dtype="fp32")
+    return lambda lr: api.upscale(lr, scale, model=network, tile=tile or None, device=device, dtype="fp32")
 
 
 def _write_json(path: Path, payload: dict) -> None:
