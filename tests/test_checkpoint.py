@@ -99,9 +99,11 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, container):
         torch.save({"params": {"conv_first.weight": torch.zeros(1), "evil": payload}}, path)
     else:
         torch.save(payload, path)
-    with pytest.raises(CheckpointError, match="refused"):
+    with pytest.raises(CheckpointError, match="evil.pth: refused by the safe loader") as error:
         load_checkpoint(path)
     assert not marker.exists()  # (the same file under torch.load(weights_only=False) does create it)
+    if container != "raw-pickle":  # the loader's own reason is passed on
+        assert "system" in str(error.value)
 
 
 def test_safetensors_metadata_round_trip(tmp_path):
@@ -194,6 +196,14 @@ def test_truncated_or_foreign_pth_is_a_checkpoint_error(tmp_path):
         load_checkpoint(tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="no such weights file"):
         load_checkpoint(tmp_path / "absent.pth")
+    with pytest.raises(CheckpointError, match="a directory, not a weights file"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "garbage.pth").write_bytes(bytes(range(256)))
+    with pytest.raises(CheckpointError, match="garbage.pth: "):
+        load_checkpoint(tmp_path / "garbage.pth")
+    (tmp_path / "text.pth").write_text("not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="text.pth: "):
+        load_checkpoint(tmp_path / "text.pth")
 
 
 def test_misfit_names_expected_and_found_in_one_line():

@@ -81,6 +81,13 @@ def test_local_files_and_directories(tmp_path):
         resolve_weights(tmp_path / "empty")
 
 
+def test_a_folder_named_like_a_model_does_not_hide_it(tmp_path, monkeypatch, bundled_dir):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mma-t").mkdir()
+    with pytest.raises(WeightsNotFoundError, match="no weights for mma-t x2"):
+        resolve_weights("mma-t", 2)
+
+
 @pytest.mark.parametrize("name", ["missing.pth", "weights/mma-t_x2.safetensors", "./nothing/here"])
 def test_missing_files_are_not_mistaken_for_hub_repos(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)

@@ -89,7 +89,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[StateDict, dict[str, 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
+        raise CheckpointError(f"{path}: {'a directory, not a' if path.is_dir() else 'no such'} weights file")
     if path.suffix.lower() == ".safetensors" or _has_safetensors_header(path):
         return _load_safetensors(path)
     return _load_pth(path)
@@ -115,12 +115,14 @@ def _load_safetensors(path: Path) -> tuple[StateDict, dict[str, Any]]:
 def _load_pth(path: Path) -> tuple[StateDict, dict[str, Any]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        # The restricted unpickler stopped; its own reason (e.g. "unsupported GLOBAL posix.system") is the context.
+        reason = str(exc.__context__ or "").strip().splitlines()
         raise CheckpointError(
-            f"{path}: refused: the file holds Python objects other than tensors, which could run code when "
-            "unpickled; only plain weight files are read"
+            f"{path}: refused by the safe loader{f' ({reason[0]})' if reason else ''}: a .pth may hold only "
+            "tensors, since any other pickled object could run code; this one holds something else or is damaged"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")

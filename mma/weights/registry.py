@@ -80,11 +80,10 @@ def resolve_weights(name: str | os.PathLike[str], scale: int = 4, *, force: bool
     path = Path(text).expanduser()
     if path.is_file():
         return path
-    if path.is_dir():
-        weights = path / hub.WEIGHTS_NAME
-        if not weights.is_file():
-            raise CheckpointError(f"{path}: a directory without {hub.WEIGHTS_NAME}")
-        return weights
+    if (path / hub.WEIGHTS_NAME).is_file():
+        return path / hub.WEIGHTS_NAME
+    if path.is_dir() and text.lower() not in VARIANTS:  # a stray folder named like a model does not hide it
+        raise CheckpointError(f"{path}: a directory without {hub.WEIGHTS_NAME}")
     parsed = hub.parse_repo_id(text)
     names_a_file = path.suffix.lower() in _FILE_SUFFIXES
     if parsed is not None and not names_a_file:
