@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
+from typer.testing import CliRunner
 
 from mma.errors import ConfigError
 from mma.lam import crop_origin, diffusion_index, gini, heatmap_image, lam, overlay_image
@@ -182,3 +186,61 @@ def test_renderings(texture):
     assert tuple(over[14, 20]) == (0, 90, 255)  # window outline
     small = overlay_image(result, Image.new("RGB", (24, 24), "gray"))
     assert small.size == (24, 24)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    from mma.model import build_model
+    from mma.weights import save_safetensors
+
+    torch.manual_seed(0)
+    model = build_model("mma-t", 2, num_feat=8, num_block=1)
+    path = tmp_path_factory.mktemp("weights") / "tiny_x2.safetensors"
+    save_safetensors(model, path, model.config)
+    return path
+
+
+@pytest.fixture()
+def picture(tmp_path) -> Path:
+    rng = np.random.default_rng(3)
+    path = tmp_path / "in.png"
+    Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def run_cli(*args: str):
+    import mma.cli.lam  # noqa: F401  (registers `lam`, in case mma.cli does not import it)
+    from mma.cli import app
+
+    return CliRunner().invoke(app, ["lam", *map(str, args)])
+
+
+def test_cli_writes_heatmap_and_overlay_and_prints_the_di(tiny_weights, picture, tmp_path):
+    out = tmp_path / "out" / "heat.png"
+    result = run_cli(
+        picture, "--x", 4, "--y", 6, "--window", 8, "--model", tiny_weights, "--steps", 3, "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    di = float(re.search(r"^DI: ([0-9.]+)$", result.stdout, re.MULTILINE).group(1))
+    assert 0 < di <= 100
+    heat, overlay = Image.open(out), Image.open(tmp_path / "out" / "heat_overlay.png")
+    assert heat.size == overlay.size == (20, 24)  # the x2 output of the 10x12 input
+    again = run_cli(picture, "--x", 4, "--y", 6, "--model", tiny_weights, "--steps", 1, "-o", out)
+    assert again.exit_code == 1 and "exists" in again.stderr
+
+
+def test_cli_downscale_and_crop(tiny_weights, picture, tmp_path):
+    out = tmp_path / "crop.png"
+    args = ("--x", 2, "--y", 8, "-w", 4, "--model", tiny_weights, "--steps", 2, "--downscale", "--crop", 3)
+    result = run_cli(picture, *args, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "crop: 3x3" in result.stdout
+    assert Image.open(out).size == (6, 6)
+    assert Image.open(tmp_path / "crop_overlay.png").size == (6, 6)
+
+
+def test_cli_reports_a_window_outside_the_output(tiny_weights, picture, tmp_path):
+    result = run_cli(picture, "--x", 18, "--y", 0, "--model", tiny_weights, "-o", tmp_path / "h.png")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: window 16x16 at x=18")
+    assert not (tmp_path / "h.png").exists()
