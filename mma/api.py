@@ -7,6 +7,7 @@ terminal output is a tqdm bar when the caller asks for `progress=True`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -146,7 +147,13 @@ def upscale(image: ImageInput, scale: int | None = 4, model: ModelLike = "mma-t"
         net = load_model(model, scale, device=target, dtype=chosen)
         scale = _check_scale(net, scale, os.fspath(model))
     runner = _TileRunner(net, target, chosen, scale, alpha)
-    with _ProgressReporter(progress) as report:
+    with contextlib.ExitStack() as stack:
+        report: Progress | None = None
+        if callable(progress):
+            report = progress
+        elif progress:
+            report = stack.enter_context(progress_bar())
+
         def run(pixels: torch.Tensor, meta: ImageMeta, out: np.ndarray) -> np.ndarray:
             runner.channels, runner.alpha = meta.channels, meta.alpha
             return upscale_tiled(runner, pixels, scale, out, tile=tile, overlap=overlap, progress=report,
@@ -238,24 +245,24 @@ class _TileRunner:
         return result
 
 
-class _ProgressReporter:
-    """Context giving the tiling callback: the caller's own, a tqdm bar (closed on exit), or none."""
+class progress_bar:
+    """A tiling progress callback drawing a tqdm bar (on stderr), closed on exit; restarts when a retry
+    with smaller tiles changes the total. Extra keyword arguments go to tqdm (desc, position, ...)."""
 
-    def __init__(self, progress: bool | Progress) -> None:
-        self.progress, self.bar = progress, None
+    def __init__(self, **options: Any) -> None:
+        self.options = {"unit": "tile", "leave": False, "desc": "upscale", **options}
+        self.bar: Any = None
 
-    def __enter__(self) -> Progress | None:
-        if callable(self.progress):
-            return self.progress
-        return self._tqdm if self.progress else None
+    def __enter__(self) -> Progress:
+        return self.update
 
-    def _tqdm(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int) -> None:
         from tqdm.auto import tqdm
 
         if self.bar is None or self.bar.total != total or done < self.bar.n:
             if self.bar is not None:
                 self.bar.close()
-            self.bar = tqdm(total=total, unit="tile", leave=False, desc="upscale")
+            self.bar = tqdm(total=total, **self.options)
         self.bar.update(done - self.bar.n)
 
     def __exit__(self, *_: object) -> None:

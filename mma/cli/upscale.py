@@ -1,1 +1,207 @@
-"""`mma upscale`: to be written."""
+"""`mma upscale`: files, folders and globs in, upscaled images out, and never a lost file.
+
+Every output is checked before any work starts (exists without --force, same as an input), written
+atomically, and a bad file in a batch is reported on one line while the rest go on; the exit status is
+non-zero at the end when anything failed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mma.cli.app import command
+from mma.errors import ConfigError, ImageReadError, MMAError, OutputError
+
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input image and the file its result goes to."""
+
+    source: Path
+    target: Path
+
+
+@command("upscale", help="Upscale images (files, folders or globs) with an MMA model.")
+def upscale(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders of images, or glob patterns.",
+                                                show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Output file (one input) or folder (several; created if needed). "
+                               "Default: beside each input.")] = None,
+    scale: Annotated[Optional[int], typer.Option(
+        "--scale", "-s", help="2, 3 or 4. Default: the model file's own scale, 4 for a named model.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")]
+    = "mma-t",
+    tile: Annotated[str, typer.Option(help="Tile size in input pixels, 'auto' (from free memory) or 0 "
+                                           "(whole image).")] = "auto",
+    overlap: Annotated[int, typer.Option(help="Overlap between tiles in input pixels.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")] = "auto",
+    suffix: Annotated[Optional[str], typer.Option(help="Added to each output name. Default: _x<scale>.")] = None,
+    format: Annotated[Optional[str], typer.Option(
+        "--format", help="png, jpg, webp or tiff. Default: the input's format when writable, else png.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace outputs that already exist.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+    alpha: Annotated[str, typer.Option(help="Transparency: 'resize' (bicubic) or 'model'.")] = "resize",
+) -> None:
+    from mma.api import load_model
+
+    tile_size = _parse_tile(tile)
+    if format is not None and not _writable(format):
+        raise ConfigError(f"--format {format}: use png, jpg, webp or tiff")
+    if alpha not in ("resize", "model"):
+        raise ConfigError(f"--alpha {alpha}: use resize or model")
+    net = load_model(model, scale, device=device, dtype=dtype)
+    label = suffix if suffix is not None else f"_x{net.scale}"
+    sources, failed = _expand(inputs, label)
+    if not sources:
+        raise typer.Exit(1)
+    jobs, planning_failed = _plan(sources, output, label, format, force, single=len(inputs) == 1)
+    failed = failed or planning_failed
+    show_bars = not quiet and sys.stderr.isatty()
+    from tqdm.auto import tqdm
+
+    for job in tqdm(jobs, desc="images", unit="image", disable=not show_bars or len(jobs) < 2, leave=False):
+        try:
+            _run(job, net, tile_size, overlap, device, dtype, alpha, force, quiet, show_bars)
+        except MMAError as exc:
+            failed = True
+            _error(job.source, exc)
+        else:
+            if not quiet:
+                tqdm.write(f"{job.source} -> {job.target}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _parse_tile(text: str) -> int | str:
+    if text.lower() == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(f"--tile {text}: use a size in pixels, 'auto' or 0")
+
+
+def _error(source: Path, exc: Exception) -> None:
+    """`error: <file>: <reason>` on one line (library messages often name the file already)."""
+    message = str(exc)
+    prefix = "" if message.startswith(str(source)) else f"{source}: "
+    typer.echo(f"error: {prefix}{message}", err=True)
+
+
+def _expand(inputs: list[str], suffix: str) -> tuple[list[Path], bool]:
+    """Files as given, folders as their images (skipping earlier results), globs as their matches."""
+    from PIL import Image
+
+    extensions = set(Image.registered_extensions())
+    sources: list[Path] = []
+    failed = False
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                           and p.suffix.lower() in extensions
+                           and not (suffix and p.stem.endswith(suffix)))
+            if not found:
+                failed = True
+                _error(path, ImageReadError("no images in this folder"))
+            sources += found
+        elif not path.exists() and GLOB_CHARACTERS & set(item):
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(item), recursive=True))
+            if not matches:
+                failed = True
+                typer.echo(f"error: {item}: no files match", err=True)
+            sources += [m for m in matches if m.is_file()]
+        elif not path.exists():
+            failed = True
+            _error(path, ImageReadError("no such file or folder"))
+        else:
+            sources.append(path)
+    return list(dict.fromkeys(sources)), failed
+
+
+def _plan(sources: list[Path], output: Path | None, suffix: str, format: str | None, force: bool,
+          single: bool) -> tuple[list[Job], bool]:
+    """Where each result goes; refuses up front what would overwrite a file that must be kept."""
+    to_file = (output is not None and single and len(sources) == 1 and not output.is_dir()
+               and output.suffix != "")
+    if output is not None and not to_file:
+        if _writable(output.suffix) and not output.is_dir():
+            raise OutputError(f"{output}: names one file but there are {len(sources)} inputs; give a folder")
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{output}: cannot create the output folder ({exc.strerror or exc})") from None
+    inputs = {_identity(s) for s in sources}
+    jobs: list[Job] = []
+    claimed: dict[tuple[int, int] | str, Path] = {}
+    failed = False
+    for source in sources:
+        target = output if to_file and output is not None else _target(source, output, suffix, format)
+        problem = None
+        if not _writable(target.suffix):
+            problem = f"{target}: unknown output format; use .png, .jpg, .webp or .tiff"
+        elif _identity(target) in inputs:
+            problem = f"{target}: output is one of the inputs; choose another --output or --suffix"
+        elif _identity(target) in claimed:
+            problem = f"{target}: also the output of {claimed[_identity(target)]}"
+        elif target.exists() and not force:
+            problem = f"{target}: exists (use --force to replace it)"
+        if problem is not None:
+            failed = True
+            _error(source, OutputError(problem))
+            continue
+        claimed[_identity(target)] = source
+        jobs.append(Job(source, target))
+    return jobs, failed
+
+
+def _target(source: Path, folder: Path | None, suffix: str, format: str | None) -> Path:
+    extension = (format or source.suffix.lstrip(".")).lower()
+    if not _writable(extension):
+        extension = "png"
+    return (folder or source.parent) / f"{source.stem}{suffix}.{extension}"
+
+
+def _writable(extension: str) -> bool:
+    """Whether a suffix (with or without its dot) names a format `mma upscale` writes."""
+    from mma.imaging.io import FORMATS  # lazy: keeps `mma --help` free of torch
+
+    return extension.lower().lstrip(".") in FORMATS
+
+
+def _identity(path: Path) -> tuple[int, int] | str:
+    """The same file however it is spelled (inode for existing files, absolute path otherwise)."""
+    try:
+        info = path.stat()
+        return (info.st_dev, info.st_ino)
+    except OSError:
+        return str(path.resolve())
+
+
+def _run(job: Job, net: object, tile: int | str, overlap: int, device: str, dtype: str, alpha: str,
+         force: bool, quiet: bool, show_bars: bool) -> None:
+    """Upscale one file into its target, reporting library warnings on stderr unless --quiet."""
+    from mma.api import progress_bar, upscale as upscale_image
+    from mma.imaging.io import write_image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with progress_bar(desc=job.source.name, position=1, disable=not show_bars) as report:
+            image = upscale_image(job.source, None, net, tile=tile, overlap=overlap, device=device, dtype=dtype,
+                                  alpha=alpha, progress=report)
+        write_image(image, job.target, overwrite=force)
+    if not quiet:
+        for warning in caught:
+            if issubclass(warning.category, (UserWarning, RuntimeWarning)):
+                typer.echo(f"warning: {job.source}: {warning.message}", err=True)
