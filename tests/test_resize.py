@@ -34,7 +34,7 @@ def _mirror(j: int, n: int) -> int:
     return j
 
 
-def _reference_line(values: list[float], scale: float, integer: bool) -> list[float]:
+def _reference_line(values: list[float], scale: float, limits: tuple[int, int] | None) -> list[float]:
     n = len(values)
     m = math.ceil(n * scale - 1e-9)
     shrink = scale < 1
@@ -49,21 +49,21 @@ def _reference_line(values: list[float], scale: float, integer: bool) -> list[fl
                 taps.append((w, values[_mirror(j, n) - 1]))
         total = sum(w for w, _ in taps)
         v = sum((w / total) * x for w, x in taps)
-        if integer:
-            v = min(255.0, max(0.0, math.copysign(math.floor(abs(v) + 0.5), v)))
+        if limits is not None:
+            v = min(limits[1], max(limits[0], math.copysign(math.floor(abs(v) + 0.5), v)))
         out.append(v)
     return out
 
 
 def reference_imresize(image: np.ndarray, scale: float) -> np.ndarray:
-    """Height pass then width pass on each channel; uint8 images rounded and clipped after each pass."""
-    integer = image.dtype == np.uint8
+    """Height pass then width pass on each channel; integer images rounded and clipped after each pass."""
+    limits = (np.iinfo(image.dtype).min, np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else None
     planes = image.astype(np.float64).reshape(image.shape[0], image.shape[1], -1)
     result = []
     for c in range(planes.shape[2]):
-        cols = [_reference_line(list(planes[:, x, c]), scale, integer) for x in range(planes.shape[1])]
+        cols = [_reference_line(list(planes[:, x, c]), scale, limits) for x in range(planes.shape[1])]
         tall = np.array(cols).T
-        rows = [_reference_line(list(tall[y]), scale, integer) for y in range(tall.shape[0])]
+        rows = [_reference_line(list(tall[y]), scale, limits) for y in range(tall.shape[0])]
         result.append(np.array(rows))
     out = np.stack(result, axis=-1).reshape(len(result[0]), len(result[0][0]), *image.shape[2:])
     return out.astype(image.dtype)
@@ -114,6 +114,18 @@ def test_uint8_matches_reference(scale: float, rng: np.random.Generator) -> None
     np.testing.assert_array_equal(imresize(image, scale), reference_imresize(image, scale))
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+def test_other_integer_types_round_and_saturate_to_their_range(dtype: type, rng: np.random.Generator) -> None:
+    info = np.iinfo(dtype)
+    image = rng.integers(info.min, info.max, size=(9, 10), endpoint=True).astype(dtype)
+    image[::3, ::2] = info.max
+    image[1::3, 1::2] = info.min
+    for scale in (1 / 3, 0.7, 2):
+        got = imresize(image, scale)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, reference_imresize(image, scale))
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (3, 1)])
 @pytest.mark.parametrize("scale", [1 / 4, 1 / 3, 3])
 def test_tiny_images_fold_borders_repeatedly(
@@ -127,6 +139,7 @@ def test_tiny_images_fold_borders_repeatedly(
 
 def test_output_size_is_ceil_of_scaled_size() -> None:
     assert imresize(np.zeros((510, 7), np.uint8), 1 / 3).shape == (170, 3)
+    assert imresize(np.zeros((50, 25), np.uint8), 1.1).shape == (55, 28)  # 50 * 1.1 = 55.00000000000001
     assert imresize(np.zeros((5, 5, 3), np.uint8), 0.5).shape == (3, 3, 3)
     assert imresize(np.zeros((5, 5), np.float32), 2.5).dtype == np.float32
 

@@ -42,7 +42,8 @@ def cubic(x: np.ndarray) -> np.ndarray:
 
 
 def output_length(in_length: int, scale: float) -> int:
-    """MATLAB's ceil(scale * length), ignoring float noise such as 510 * (1/3) = 170.00000000000003."""
+    """MATLAB's ceil(scale * length), except that float noise does not round up: 50 * 1.1 is
+    55.00000000000001 in floating point, and the output is 55 samples, not 56."""
     return max(1, math.ceil(in_length * scale - 1e-9))
 
 
