@@ -13,7 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from mma.errors import ConfigError
-from mma.lam import crop_origin, diffusion_index, gini, heatmap_image, lam, overlay_image
+from mma.lam import analysis_input, crop_origin, diffusion_index, gini, heatmap_image, lam, overlay_image
 from mma.lam.path import blur, gaussian_kernel
 
 SCALE = 2
@@ -171,6 +171,19 @@ def test_crop_origin_keeps_the_window_inside():
         assert top == 0
     with pytest.raises(ConfigError):
         crop_origin(30, 30, (1, 0, 17, 16), 4, 4)  # the window spans 5 input pixels
+
+
+def test_analysis_input_downscales_and_crops_hr_and_lr_together():
+    hr = np.random.default_rng(0).integers(0, 256, (41, 50, 3), dtype=np.uint8)
+    whole = analysis_input(hr, 30, 20, 8, 2, downscale=True)
+    assert whole.lr.shape == (20, 25, 3) and whole.hr.shape == (40, 50, 3) and whole.origin is None
+    cut = analysis_input(hr, 30, 20, 8, 2, downscale=True, crop=6)
+    top, left = cut.origin
+    np.testing.assert_array_equal(cut.lr, whole.lr[top : top + 6, left : left + 6])
+    np.testing.assert_array_equal(cut.hr, whole.hr[2 * top : 2 * top + 12, 2 * left : 2 * left + 12])
+    assert (cut.x + 2 * left, cut.y + 2 * top) == (30, 20)
+    plain = analysis_input(hr, 30, 20, 8, 2)
+    assert plain.lr is hr and plain.hr is None
 
 
 def test_renderings(texture):

@@ -62,30 +62,25 @@ def lam_command(
 
     from mma import api
     from mma.imaging.io import read_image, write_image
-    from mma.imaging.resize import imresize, modcrop
-    from mma.lam import crop_origin, heatmap_image, lam, overlay_image
+    from mma.lam import analysis_input, heatmap_image, lam, overlay_image
 
     heatmap_path, overlay_path = _outputs(image, output, force)
     pixels = np.asarray(read_image(image).convert("RGB"))
     network = api.load_model(model, scale, device=device)
     factor = int(getattr(network, "scale", None) or scale or 4)
-    hr = modcrop(pixels, factor) if downscale else None
-    lr = imresize(hr, 1 / factor) if hr is not None else pixels
-    if crop:
-        top, left = crop_origin(*lr.shape[:2], (x, y, x + window, y + window), factor, crop)
-        lr = lr[top : top + crop, left : left + crop]
-        if hr is not None:
-            hr = hr[top * factor : (top + crop) * factor, left * factor : (left + crop) * factor]
-        x, y = x - left * factor, y - top * factor
+    analysed = analysis_input(pixels, x, y, window, factor, downscale=downscale, crop=crop)
+    if analysed.origin is not None:
+        top, left = analysed.origin
+        height, width = analysed.lr.shape[:2]
         typer.echo(
-            f"crop: {lr.shape[1]}x{lr.shape[0]} input pixels from ({left}, {top}); window at ({x}, {y})"
+            f"crop: {width}x{height} input pixels from ({left}, {top}); window at ({analysed.x}, {analysed.y})"
         )
     with tqdm(total=steps, desc="LAM", unit="step", file=sys.stderr, disable=None) as bar:
         result = lam(
             network,
-            lr,
-            x,
-            y,
+            analysed.lr,
+            analysed.x,
+            analysed.y,
             window,
             steps=steps,
             sigma=sigma,
@@ -93,7 +88,7 @@ def lam_command(
             progress=lambda done, _total: bar.update(done - bar.n),
         )
     write_image(heatmap_image(result.attribution, zoom=result.scale), heatmap_path, overwrite=force)
-    base = Image.fromarray(hr) if hr is not None else None
+    base = Image.fromarray(analysed.hr) if analysed.hr is not None else None
     write_image(overlay_image(result, base), overlay_path, overwrite=force)
     typer.echo(f"DI: {result.diffusion_index:.2f}")
     typer.echo(f"heatmap: {heatmap_path}")

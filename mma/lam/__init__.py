@@ -7,10 +7,13 @@ draw it with Pillow.
 
 from mma.lam.attribution import LAMResult, crop_origin, gradient_detector, lam
 from mma.lam.diffusion import diffusion_index, gini
+from mma.lam.inputs import AnalysisInput, analysis_input
 from mma.lam.render import colorize, heatmap_image, overlay_image, to_pil
 
 __all__ = [
+    "AnalysisInput",
     "LAMResult",
+    "analysis_input",
     "colorize",
     "crop_origin",
     "diffusion_index",

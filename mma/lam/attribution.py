@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mma.errors import ConfigError
+from mma.imaging.io import array_to_float
 from mma.lam.diffusion import diffusion_index
 from mma.lam.path import blur, kernel_radius, path_sigmas
 
@@ -167,8 +168,6 @@ def crop_origin(
 def _as_batch(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     """(1, C, H, W) float tensor from the accepted input forms."""
     if isinstance(image, np.ndarray):
-        from mma.imaging.io import array_to_float
-
         image, _ = array_to_float(image)
     if not isinstance(image, torch.Tensor) or not image.is_floating_point():
         raise ConfigError("LAM needs a float tensor (C, H, W) / (1, C, H, W) or an HxWxC numpy image")
