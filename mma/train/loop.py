@@ -221,7 +221,7 @@ class Trainer:
             running, counted, tick = torch.zeros((), device=self.device), 0, time.perf_counter()
             self.model.train()
             for lr_batch, hr_batch in loader:
-                running += self._step(lr_batch, hr_batch)
+                running += self.step(lr_batch, hr_batch)
                 counted += 1
                 self.iteration += 1
                 self._emit("step")
@@ -259,7 +259,7 @@ class Trainer:
                            state=self.out / STATE_FILE, weights=self.out / EMA_FILE,
                            validations=self.validations, best_psnr=self.best["psnr"] if self.best else None)
 
-    def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
+    def step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         """One optimiser step on a uint8 batch; returns the detached loss (no host sync)."""
         lr_img = lr_batch.to(self.device, non_blocking=True).float().div_(255)
         hr_img = hr_batch.to(self.device, non_blocking=True).float().div_(255)

@@ -58,12 +58,13 @@ _CPU_TINY: dict[str, Any] = {
     "log_every": 5,
 }
 
-PRESETS: dict[str, dict[str, Any]] = {
+_RECIPES: dict[str, dict[str, Any]] = {
     **{f"pretrain-x{s}": {**_PAPER_COMMON, **_PRETRAIN, "scale": s} for s in SCALES},
     **{f"finetune-x{s}": {**_PAPER_COMMON, **_FINETUNE, "scale": s} for s in SCALES},
     "cpu-small": _CPU_SMALL,
     "cpu-tiny": _CPU_TINY,
 }
+PRESETS: dict[str, dict[str, Any]] = {name: {"out": f"runs/{name}", **recipe} for name, recipe in _RECIPES.items()}
 
 DESCRIPTIONS: dict[str, str] = {
     **{f"pretrain-x{s}": f"paper pre-training at x{s}: 800K it, lr 2e-4, batch 64 (GPUs)" for s in SCALES},

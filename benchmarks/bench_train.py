@@ -1,0 +1,77 @@
+"""Training throughput: iterations/s and patches/s of the real training step (forward, L1, backward, Adam,
+scheduler, EMA), and the time the data pipeline needs per batch, for MMA-T x2 at batch 16, LR 64x64.
+
+Usage: python benchmarks/bench_train.py [--data DIR] [--batch 16] [--patch 64] [--scale 2] [--warmup 1]
+       [--steps 3] [--device cpu] [--variant mma-t]
+Results go to docs/benchmarks_train.md with the machine, the load and the scan backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mma.ops import resolve_backend
+from mma.train import build_config
+from mma.train.data import IterationBatches, PatchDataset, make_loader
+from mma.train.distributed import setup
+from mma.train.loop import Trainer
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "T91"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--variant", default="mma-t")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = build_config("cpu-small", overrides={
+            "train": [str(args.data)], "val_split": 0, "variant": args.variant, "scale": args.scale,
+            "batch": args.batch, "patch": args.patch, "device": args.device, "out": out})
+        start = time.perf_counter()
+        trainer = Trainer(cfg, setup(cfg.device))
+        prepare = time.perf_counter() - start
+        data = PatchDataset(trainer.store, cfg.patch, cfg.seed)
+        batches = list(make_loader(data, IterationBatches(0, 64, cfg.batch), workers=0, pin_memory=False))
+        start = time.perf_counter()
+        list(make_loader(data, IterationBatches(0, 64, cfg.batch), workers=0, pin_memory=False))
+        data_ms = (time.perf_counter() - start) / 64 * 1000
+
+        trainer.model.train()
+        for lr, hr in batches[: args.warmup]:
+            trainer.step(lr, hr)
+        times = []
+        for lr, hr in batches[args.warmup: args.warmup + args.steps]:
+            start = time.perf_counter()
+            loss = trainer.step(lr, hr).item()
+            times.append(time.perf_counter() - start)
+
+    seconds = sum(times) / len(times)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"model: {args.variant} x{args.scale}, batch {args.batch}, LR patch {args.patch}, "
+          f"scan backend {resolve_backend(None, torch.device(args.device))}, device {args.device}")
+    print(f"LR preparation of {len(trainer.store)} images: {prepare:.1f} s (incl. model set-up)")
+    print(f"data: {data_ms:.1f} ms per batch in the main process")
+    print(f"step: {seconds:.2f} s/it (min {min(times):.2f}, max {max(times):.2f}, {len(times)} steps after "
+          f"{args.warmup} warm-up) -> {1 / seconds:.3f} it/s, {args.batch / seconds:.2f} patches/s; "
+          f"last loss {loss:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Training configuration: the paper's presets, layering preset < file < flags, milestone rescaling, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mma.errors import ConfigError
+from mma.train.config import TrainConfig, build_config, recipe_changes
+from mma.train.presets import DESCRIPTIONS, PRESETS
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_paper_presets_follow_section_4_1(scale: int) -> None:
+    pre = build_config(f"pretrain-x{scale}")
+    fine = build_config(f"finetune-x{scale}")
+    for cfg in (pre, fine):
+        assert (cfg.scale, cfg.batch, cfg.patch, cfg.betas, cfg.ema, cfg.gamma) == (
+            scale, 64, 64, (0.9, 0.99), 0.999, 0.5)
+    assert (pre.iters, pre.lr, pre.milestones) == (800_000, 2e-4, (300_000, 500_000, 650_000, 700_000, 750_000))
+    assert (fine.iters, fine.lr, fine.milestones) == (250_000, 1e-5, (125_000, 200_000, 225_000, 240_000))
+
+
+def test_every_preset_builds_and_is_described() -> None:
+    assert set(DESCRIPTIONS) == set(PRESETS)
+    for name in PRESETS:
+        cfg = build_config(name)
+        assert cfg.milestones[-1] < cfg.iters and cfg.out == f"runs/{name}"
+    small = build_config("cpu-small")
+    assert small.variant == "mma-t" and small.batch <= 16 and small.val_split > 0
+
+
+def test_flags_override_the_file_which_overrides_the_preset(tmp_path: Path) -> None:
+    file = tmp_path / "run.toml"
+    file.write_text('preset = "cpu-small"\nbatch = 8\nlr = 1e-3\ntrain = ["a", "b"]\n[model]\nnum_block = 3\n')
+    cfg = build_config(file=file, overrides={"lr": 3e-4, "scale": 3, "model": {"num_feat": 24}, "seed": None})
+    assert (cfg.batch, cfg.lr, cfg.scale, cfg.train) == (8, 3e-4, 3, ("a", "b"))
+    assert cfg.model == {"num_block": 3, "num_feat": 24}
+    assert cfg.seed == PRESETS["cpu-small"].get("seed", 0)  # None means "not given"
+
+
+def test_new_iters_rescale_the_milestones_unless_given() -> None:
+    cfg = build_config("pretrain-x2", overrides={"iters": 8000})
+    assert cfg.milestones == (3000, 5000, 6500, 7000, 7500)
+    cfg = build_config("pretrain-x2", overrides={"iters": 8000, "milestones": [100]})
+    assert cfg.milestones == (100,)
+
+
+@pytest.mark.parametrize("bad", [
+    {"scale": 5}, {"variant": "mma-x"}, {"batch": 0}, {"patch": -1}, {"lr": 0.0}, {"milestones": [5, 3]},
+    {"ema": 1.0}, {"betas": [0.9]}, {"seed": -1}, {"iters": 2.5},
+])
+def test_invalid_values_are_config_errors(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        build_config("cpu-tiny", overrides=bad)
+
+
+def test_unknown_keys_presets_and_broken_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown training option"):
+        TrainConfig.from_dict({"bacth": 4})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        build_config("pretrain-x8")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("batch = = 4")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        build_config(file=broken)
+    with pytest.raises(ConfigError, match="cannot read"):
+        build_config(file=tmp_path / "absent.toml")
+
+
+def test_config_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    cfg = build_config("cpu-tiny", overrides={"train": ["x"], "model": {"num_block": 1}})
+    torch.save({"config": cfg.to_dict()}, tmp_path / "c.pt")
+    assert TrainConfig.from_dict(torch.load(tmp_path / "c.pt", weights_only=True)["config"]) == cfg
+
+
+def test_recipe_changes_name_the_fields_that_break_exact_resume() -> None:
+    cfg = build_config("cpu-tiny")
+    assert recipe_changes(cfg, cfg.replace(iters=10_000, milestones=[5000], out="x", val_every=7)) == ["milestones"]
+    assert recipe_changes(cfg, cfg.replace(scale=4, seed=3)) == ["scale", "seed"]

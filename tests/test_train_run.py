@@ -1,0 +1,279 @@
+"""The training loop end to end on a tiny network: EMA, schedule, atomic state, exact resume, init from x2,
+export with provenance, the `mma train` command, and DDP with two gloo processes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mma.cli import app
+from mma.errors import CheckpointError, ConfigError, OutputError
+from mma.model import build_model
+from mma.train import TrainConfig, TrainEvent, build_config, train
+from mma.train import state as state_module
+from mma.train.ema import EMA
+from mma.train.export import init_from
+from mma.train.state import load_state, save_state
+from mma.weights import load_checkpoint, model_from_file, save_safetensors
+
+TINY = {"num_feat": 8, "num_block": 1}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small photos-like images: smooth colour ramps with edges and a little noise."""
+    folder = tmp_path_factory.mktemp("hr")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        h, w = 36 + 2 * i, 44 - i
+        y, x = np.mgrid[0:h, 0:w] / max(h, w)
+        ramp = np.stack([np.sin(6 * x + i), np.cos(5 * y - i), (x > 0.5) ^ (y > 0.4)], -1)
+        image = 127.5 + 100 * ramp + rng.normal(0, 6, (h, w, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _config(images: Path, out: Path, **changes: object) -> TrainConfig:
+    values = {"train": [str(images)], "model": TINY, "patch": 8, "batch": 2, "iters": 6, "lr": 1e-3,
+              "milestones": [3, 5], "log_every": 1, "save_every": 100, "val_every": 100, "workers": 0,
+              "out": str(out), **changes}
+    return build_config(overrides=values)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _tensors(state: dict) -> dict[str, torch.Tensor]:
+    """Every tensor of a training state except RNG states, flattened to name -> tensor."""
+    flat = {f"model.{k}": v for k, v in state["model"].items()}
+    flat.update({f"ema.{k}": v for k, v in state["ema"].items()})
+    for index, slots in state["optimizer"]["state"].items():
+        flat.update({f"adam.{index}.{k}": v for k, v in slots.items()})
+    return flat
+
+
+# ----- pieces --------------------------------------------------------------------------------------------------
+
+def test_ema_is_the_exponential_average_of_the_weights() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    start = [p.detach().double().clone() for p in model.parameters()]
+    ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model[1].running_mean.fill_(7.0)
+    for _ in range(3):
+        ema.update(model)
+    for e, s, p in zip(ema.module.parameters(), start, model.parameters()):
+        # constant weights p: ema_k = p + decay**k * (ema_0 - p)
+        torch.testing.assert_close(e.double(), p.double() + 0.9**3 * (s - p.double()), rtol=0, atol=1e-6)
+        assert not e.requires_grad
+    assert torch.equal(ema.module[1].running_mean, torch.full((2,), 7.0))
+
+
+def test_state_keeps_rng_states_and_is_read_with_weights_only(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    np.random.seed(4)
+    path = save_state(tmp_path / "s.ckpt", {"iteration": 5})
+    expected = torch.rand(3), np.random.rand(3)
+    torch.rand(10), np.random.rand(10)
+    state = load_state(path)
+    state_module.restore_rng(state["rng"])
+    assert state["iteration"] == 5
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+
+
+def test_state_files_holding_objects_or_other_formats_are_refused(tmp_path: Path) -> None:
+    torch.save({"format": "mma-train-state", "version": 1, "x": threading.Lock}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="refused"):
+        load_state(tmp_path / "evil.ckpt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not a training state"):
+        load_state(tmp_path / "other.ckpt")
+
+
+def test_a_failed_save_leaves_the_previous_state_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_state(tmp_path / "state.ckpt", {"iteration": 1})
+    before = path.read_bytes()
+
+    def crash(obj: object, file: Path) -> None:
+        Path(file).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state_module.torch, "save", crash)
+    with pytest.raises(OutputError, match="No space left"):
+        save_state(path, {"iteration": 2})
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("target", [3, 4])
+def test_init_from_an_x2_model_loads_everything_but_the_upsampler(tmp_path: Path, target: int) -> None:
+    source = build_model("mma-t", 2, **TINY)
+    save_safetensors(source, tmp_path / "x2.safetensors")
+    model = build_model("mma-t", target, **TINY)
+    report = init_from(model, tmp_path / "x2.safetensors")
+    if target == 3:  # x3: upsample.0 is C -> 9C instead of C -> 4C
+        assert report.skipped == ("upsample.0.weight", "upsample.0.bias") and report.missing == ()
+    else:  # x4: upsample.0 has the same shape, upsample.2 is new
+        assert report.skipped == () and report.missing == ("upsample.2.weight", "upsample.2.bias")
+    theirs, ours = source.state_dict(), model.state_dict()
+    for key in report.loaded:
+        assert torch.equal(ours[key], theirs[key])
+    assert "conv_last.weight" in report.loaded and "body.0.attn.mamba.mamba.A_log" in report.loaded
+
+
+# ----- whole runs ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished(images: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, list[TrainEvent]]:
+    """40 iterations at lr 2e-3 with one held-out image, exported at the end."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    cfg = _config(images, out, iters=40, lr=2e-3, milestones=[20, 30], val_split=1, val_every=20,
+                  save_every=20)
+    events: list[TrainEvent] = []
+    train(cfg, export=out / "final.safetensors", progress=events.append)
+    return cfg, events
+
+
+def test_a_short_cpu_run_lowers_the_loss(finished: tuple[TrainConfig, list[TrainEvent]]) -> None:
+    cfg, events = finished
+    losses = [float(row["loss"]) for row in _read_csv(Path(cfg.out) / "train_log.csv")]
+    assert len(losses) == 40 and np.isfinite(losses).all()
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+    assert [e.kind for e in events if e.kind not in ("step", "log", "data")] == [
+        "start", "val", "save", "val", "save", "end"]
+
+
+def test_learning_rate_halves_at_the_milestones(finished: tuple[TrainConfig, list[TrainEvent]]) -> None:
+    cfg, _ = finished
+    lrs = {int(row["iteration"]): float(row["lr"]) for row in _read_csv(Path(cfg.out) / "train_log.csv")}
+    for iteration, lr in lrs.items():  # logged after the step: halved once `iteration` reaches a milestone
+        assert lr == pytest.approx(2e-3 * 0.5 ** sum(iteration >= m for m in (20, 30)))
+
+
+def test_export_holds_the_ema_weights_and_their_provenance(
+        finished: tuple[TrainConfig, list[TrainEvent]]) -> None:
+    cfg, _ = finished
+    out = Path(cfg.out)
+    weights, meta = load_checkpoint(out / "final.safetensors")
+    state = load_state(out / "state.ckpt")
+    assert weights.keys() == state["ema"].keys()
+    assert all(torch.equal(weights[k], state["ema"][k]) for k in weights)
+    assert meta["scale"] == 2 and meta["iterations"] == 40 and meta["config"]["num_feat"] == 8
+    assert meta["data"] == {"folders": [Path(cfg.train[0]).name], "images": 5, "held_out_for_validation": 1}
+    val = _read_csv(out / "val_log.csv")
+    assert [row["iteration"] for row in val] == ["20", "40"] and val[0]["set"] == "held-out"
+    assert meta["val_set"] == "held-out" and meta["val_psnr"] == pytest.approx(float(val[-1]["psnr"]), abs=1e-4)
+    assert meta["recipe"]["lr"] == 2e-3 and meta["recipe"]["milestones"] == [20, 30]
+    model = model_from_file(out / "final.safetensors")
+    assert model.scale == 2 and (out / "best.safetensors").is_file() and (out / "ema.safetensors").is_file()
+
+
+@pytest.mark.parametrize("interruption", ["stop", "kill"])
+def test_an_interrupted_run_resumes_to_identical_weights(images: Path, tmp_path: Path, interruption: str) -> None:
+    whole = _config(images, tmp_path / "whole", iters=7, save_every=2)
+    train(whole)
+
+    cut = whole.replace(out=str(tmp_path / "cut"))
+    stop = threading.Event()
+
+    def interrupt(event: TrainEvent) -> None:
+        if event.kind == "step" and event.iteration == 5:
+            if interruption == "kill":  # dies mid-run: only the checkpoint of iteration 4 survives
+                raise RuntimeError("killed")
+            stop.set()  # asks for a clean stop: saves iteration 5
+
+    if interruption == "kill":
+        with pytest.raises(RuntimeError, match="killed"):
+            train(cut, progress=interrupt)
+    else:
+        assert train(cut, progress=interrupt, stop=stop).stopped
+    assert load_state(tmp_path / "cut" / "state.ckpt")["iteration"] == (4 if interruption == "kill" else 5)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cut)
+    result = train(cut, resume=True)
+    assert result.iteration == 7 and not result.stopped
+
+    expected = _tensors(load_state(tmp_path / "whole" / "state.ckpt"))
+    resumed = _tensors(load_state(tmp_path / "cut" / "state.ckpt"))
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    logged = [row["iteration"] for row in _read_csv(tmp_path / "cut" / "train_log.csv")]
+    assert logged == [str(i) for i in range(1, 8)]  # rows of the lost iteration 5 were not duplicated
+
+
+def test_resume_refuses_a_different_network(images: Path, tmp_path: Path) -> None:
+    cfg = _config(images, tmp_path / "run", iters=1)
+    train(cfg)
+    with pytest.raises(ConfigError, match="another network"):
+        train(cfg.replace(scale=3), resume=True)
+
+
+def test_training_state_can_initialise_another_scale(images: Path, tmp_path: Path) -> None:
+    x2 = _config(images, tmp_path / "x2", iters=2)
+    train(x2)
+    x4 = _config(images, tmp_path / "x4", iters=1, scale=4, init=str(tmp_path / "x2" / "state.ckpt"))
+    from mma.train.loop import Trainer
+    from mma.train.distributed import setup
+
+    trainer = Trainer(x4, setup("cpu"))
+    ema2 = load_state(tmp_path / "x2" / "state.ckpt")["ema"]
+    assert torch.equal(trainer.model.state_dict()["body.0.ffn.dwconv.weight"], ema2["body.0.ffn.dwconv.weight"])
+    assert torch.equal(trainer.ema.state_dict()["conv_first.bias"], ema2["conv_first.bias"])
+
+
+# ----- command line ----------------------------------------------------------------------------------------------
+
+def test_mma_train_cli_runs_resumes_and_exports(images: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["train", "--preset", "cpu-tiny", "--data", str(images), "--iters", "3", "--patch", "8", "--batch",
+            "2", "--out", str(out), "--val-split", "1", "--export", str(tmp_path / "w.safetensors")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "done: 3 iterations" in result.output and "held-out: PSNR" in result.output
+    assert (tmp_path / "w.safetensors").is_file()
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "error:" in again.output and "--resume" in again.output
+    more = runner.invoke(app, ["train", "--resume", "--out", str(out), "--iters", "4"])
+    assert more.exit_code == 0, more.output
+    assert load_state(out / "state.ckpt")["iteration"] == 4
+    assert runner.invoke(app, ["train", "--data", str(images)]).exit_code == 1
+    listing = runner.invoke(app, ["train", "--list-presets"])
+    assert listing.exit_code == 0 and "finetune-x3" in listing.output
+
+
+# ----- distributed -------------------------------------------------------------------------------------------
+
+def test_ddp_on_two_gloo_processes_matches_one_process(images: Path, tmp_path: Path) -> None:
+    (tmp_path / "run.toml").write_text(
+        f'train = ["{images}"]\npatch = 8\nbatch = 4\niters = 4\nlr = 1e-3\nmilestones = [3]\n'
+        f'log_every = 1\nsave_every = 100\nval_every = 100\nworkers = 0\ndevice = "cpu"\n'
+        f"[model]\nnum_feat = 8\nnum_block = 1\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "mma", "train", "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "ddp")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert done.stdout.count("done: 4 iterations") == 1, done.stdout  # only rank 0 reports
+
+    single = build_config(file=tmp_path / "run.toml", overrides={"out": str(tmp_path / "one")})
+    train(single)
+    ddp, one = load_state(tmp_path / "ddp" / "state.ckpt"), load_state(tmp_path / "one" / "state.ckpt")
+    # The same global batches, the gradient averaged over two halves instead of one whole: equal up to rounding.
+    for key, value in one["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5)
+    assert len(_read_csv(tmp_path / "ddp" / "train_log.csv")) == 4
