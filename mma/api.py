@@ -12,8 +12,9 @@ import copy
 import functools
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
@@ -136,6 +137,30 @@ def upscale(image: ImageInput, scale: int | None = 4, model: ModelLike = "mma-t"
     a bicubic resize, `"model"` runs it through the network as a grey image. `progress` is a callback
     `(done_tiles, total_tiles)` or True for a tqdm bar.
     """
+    options: dict[str, Any] = {"tile": tile, "overlap": overlap, "device": device, "dtype": dtype,
+                               "alpha": alpha, "progress": progress}
+    if isinstance(image, (str, os.PathLike)):
+        image = read_image(image)
+    if isinstance(image, Image.Image):
+        pixels, meta = pil_to_float(image)
+        return array_to_pil(upscale_pixels(pixels, meta, scale, model, **options), meta)
+    if isinstance(image, np.ndarray):
+        pixels, meta = array_to_float(image)
+        out = upscale_pixels(pixels, meta, scale, model, out_dtype=image.dtype, **options)
+        return out[..., 0] if image.ndim == 2 else out
+    if isinstance(image, torch.Tensor):
+        return _upscale_tensor(image, functools.partial(upscale_pixels, scale=scale, model=model, **options))
+    raise ImageReadError(f"cannot upscale a {type(image).__name__}: give a path, PIL image, numpy array or "
+                         "torch tensor")
+
+
+def upscale_pixels(pixels: torch.Tensor, meta: ImageMeta, scale: int | None = 4, model: ModelLike = "mma-t",
+                   *, out: np.ndarray | None = None, out_dtype: np.dtype | type | None = None,
+                   tile: int | Literal["auto"] | None = "auto", overlap: int = DEFAULT_OVERLAP,
+                   device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
+                   alpha: Literal["resize", "model"] = "resize", progress: bool | Progress = False) -> np.ndarray:
+    """`upscale` on decoded planes (as `mma.imaging.io.read_pixels` gives them): float (C, H, W) in [0, 1]
+    -> (sH, sW, C) array of `out_dtype` (default: the 8/16-bit type `meta` records), or into `out`."""
     if alpha not in ("resize", "model"):
         raise ConfigError(f"alpha must be 'resize' or 'model', got {alpha!r}")
     target = resolve_device(device)
@@ -146,41 +171,21 @@ def upscale(image: ImageInput, scale: int | None = 4, model: ModelLike = "mma-t"
     else:
         net = load_model(model, scale, device=target, dtype=chosen)
         scale = _check_scale(net, scale, os.fspath(model))
-    runner = _TileRunner(net, target, chosen, scale, alpha)
+    if out is None:
+        channels, height, width = pixels.shape
+        out = np.empty((height * scale, width * scale, channels), dtype=out_dtype or meta.dtype)
+    runner = _TileRunner(net, target, chosen, scale, alpha, meta)
     with contextlib.ExitStack() as stack:
         report: Progress | None = None
         if callable(progress):
             report = progress
         elif progress:
             report = stack.enter_context(progress_bar())
-
-        def run(pixels: torch.Tensor, meta: ImageMeta, out: np.ndarray) -> np.ndarray:
-            runner.channels, runner.alpha = meta.channels, meta.alpha
-            return upscale_tiled(runner, pixels, scale, out, tile=tile, overlap=overlap, progress=report,
-                                 device=target, bytes_per_pixel=_bytes_per_pixel(net))
-
-        if isinstance(image, (str, os.PathLike)):
-            image = read_image(image)
-        if isinstance(image, Image.Image):
-            pixels, meta = pil_to_float(image)
-            return array_to_pil(run(pixels, meta, _output(pixels, scale, meta.dtype)), meta)
-        if isinstance(image, np.ndarray):
-            pixels, meta = array_to_float(image)
-            out = run(pixels, meta, _output(pixels, scale, image.dtype))
-            return out[..., 0] if image.ndim == 2 else out
-        if isinstance(image, torch.Tensor):
-            return _upscale_tensor(image, scale, run)
-    raise ImageReadError(f"cannot upscale a {type(image).__name__}: give a path, PIL image, numpy array or "
-                         "torch tensor")
+        return upscale_tiled(runner, pixels, scale, out, tile=tile, overlap=overlap, progress=report,
+                             device=target, bytes_per_pixel=_bytes_per_pixel(net))
 
 
-def _output(pixels: torch.Tensor, scale: int, dtype: np.dtype) -> np.ndarray:
-    channels, height, width = pixels.shape
-    return np.empty((height * scale, width * scale, channels), dtype=dtype)
-
-
-def _upscale_tensor(image: torch.Tensor, scale: int,
-                    run: Callable[[torch.Tensor, ImageMeta, np.ndarray], np.ndarray]) -> torch.Tensor:
+def _upscale_tensor(image: torch.Tensor, run: Callable[..., np.ndarray]) -> torch.Tensor:
     """(C,H,W) or (B,C,H,W) float in [0, 1] -> the same layout, device and dtype, `scale` times larger."""
     if not image.is_floating_point() or image.ndim not in (3, 4) or image.shape[-3] not in (1, 2, 3, 4):
         raise ImageReadError(f"expected a float (C,H,W) or (B,C,H,W) tensor with C in 1..4, got "
@@ -190,12 +195,14 @@ def _upscale_tensor(image: torch.Tensor, scale: int,
     if not torch.isfinite(image).all():
         raise ImageReadError("image tensor contains NaN or infinite values")
     batch = image.reshape(-1, *image.shape[-3:]).detach().to("cpu", torch.float32).clamp(0, 1)
-    channels, height, width = batch.shape[1:]
+    channels = batch.shape[1]
     meta = ImageMeta(3 if channels >= 3 else 1, channels in (2, 4), 8)
-    result = torch.empty(batch.shape[0], channels, height * scale, width * scale)
-    for index, item in enumerate(batch):
-        run(item, meta, result[index].numpy().transpose(1, 2, 0))  # writes straight into `result`
-    return result.reshape(*image.shape[:-2], height * scale, width * scale).to(image.device, image.dtype)
+    first = torch.from_numpy(run(batch[0], meta, out_dtype=np.float32)).permute(2, 0, 1)
+    result = torch.empty(len(batch), *first.shape)  # the scale is known once the first image is done
+    result[0] = first
+    for index in range(1, len(batch)):
+        run(batch[index], meta, out=result[index].numpy().transpose(1, 2, 0))  # written in place
+    return result.reshape(*image.shape[:-2], *result.shape[-2:]).to(image.device, image.dtype)
 
 
 def _bytes_per_pixel(net: nn.Module) -> int:
@@ -211,9 +218,10 @@ class _TileRunner:
     for the rest of the run.
     """
 
-    def __init__(self, net: nn.Module, device: torch.device, dtype: torch.dtype, scale: int, alpha: str) -> None:
+    def __init__(self, net: nn.Module, device: torch.device, dtype: torch.dtype, scale: int, alpha: str,
+                 meta: ImageMeta) -> None:
         self.net, self.device, self.dtype, self.scale, self.alpha_mode = net, device, dtype, scale, alpha
-        self.channels, self.alpha = 3, False
+        self.channels, self.alpha = meta.channels, meta.alpha
 
     def __call__(self, tile: torch.Tensor) -> torch.Tensor:
         parts = [self._through_model(tile[:, :self.channels])]

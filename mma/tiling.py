@@ -20,9 +20,10 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -167,7 +168,7 @@ def upscale_tiled(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, 
     while True:
         try:
             return run_tiles(fn, image, scale, out, tile=size, overlap=overlap, progress=progress)
-        except Exception as exc:  # noqa: BLE001  (only out-of-memory is retried; the rest re-raised)
+        except Exception as exc:
             if not is_out_of_memory(exc) or size <= MIN_AUTO_TILE:
                 raise
         size = max(MIN_AUTO_TILE, size // 2)
@@ -179,7 +180,7 @@ def upscale_tiled(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, 
 def auto_tile(memory_bytes: int, bytes_per_pixel: int) -> int:
     """Largest tile (a multiple of 16) whose estimated footprint fits a share of `memory_bytes`."""
     pixels = max(memory_bytes, 0) * MEMORY_SHARE / max(bytes_per_pixel, 1)
-    side = int(math.isqrt(int(pixels))) // 16 * 16
+    side = math.isqrt(int(pixels)) // 16 * 16
     return min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, side))
 
 

@@ -106,6 +106,19 @@ def test_rgba_and_sixteen_bit(run, tmp_path):
         assert out.mode.startswith("I;16") and np.asarray(out).max() > 255
 
 
+def test_sixteen_bit_colour_png_stays_sixteen_bit(run, tmp_path):
+    from mma.imaging.io import ImageMeta, write_pixels
+    from mma.imaging.png16 import read_png16
+
+    source = write_pixels(RNG.integers(0, 65536, (6, 5, 4), dtype=np.uint16), ImageMeta(3, True, 16),
+                          tmp_path / "deep.png")
+    result = run(source)
+    assert result.exit_code == 0 and "warning" not in result.stderr
+    pixels, _, _ = read_png16(tmp_path / "deep_x2.png", None)
+    assert pixels.shape == (12, 10, 4) and pixels.dtype == np.uint16
+    assert (pixels[..., :3] % 257 != 0).mean() > 0.5  # real 16-bit values, not 8-bit ones scaled up
+
+
 def bomb(path: Path) -> Path:
     """A PNG header claiming 40000 x 40000 pixels (over Pillow's limit) with no real pixel data."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -11,11 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 from mma.errors import ImageReadError, OutputError
-from mma.imaging.io import (ORIENTATION_TAG, ImageMeta, array_to_float, array_to_pil, format_for,
-                            pil_to_float, read_image, write_image)
+from mma.imaging.io import (
+    ORIENTATION_TAG,
+    ImageMeta,
+    array_to_float,
+    array_to_pil,
+    format_for,
+    orient,
+    pil_to_float,
+    read_image,
+    read_pixels,
+    write_image,
+    write_pixels,
+)
+from mma.imaging.png16 import is_deep_colour_png, read_png16
 
 RNG = np.random.default_rng(0)
 
@@ -207,3 +219,120 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkey
         write_image(Image.new("RGB", (3, 3), "blue"), target, overwrite=True)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+
+
+# --- 16-bit colour PNG (mma.imaging.png16): Pillow reads these at 8 bits and cannot write them ---------------
+
+def reference_filter(rows: np.ndarray, kinds: list[int], bpp: int) -> bytes:
+    """PNG filtering written straight from the specification, one byte at a time (slow, obviously right)."""
+    out = bytearray()
+    height, stride = rows.shape
+    for y in range(height):
+        out.append(kinds[y])
+        for x in range(stride):
+            a = int(rows[y, x - bpp]) if x >= bpp else 0
+            b = int(rows[y - 1, x]) if y > 0 else 0
+            c = int(rows[y - 1, x - bpp]) if y > 0 and x >= bpp else 0
+            p = a + b - c
+            paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c
+            predictor = [0, a, b, (a + b) // 2, paeth][kinds[y]]
+            out.append((int(rows[y, x]) - predictor) % 256)
+    return bytes(out)
+
+
+def png_from_rows(pixels: np.ndarray, kinds: list[int], extra: bytes = b"") -> bytes:
+    """A 16-bit PNG whose rows use the given filter types (as other encoders write them)."""
+    height, width, channels = pixels.shape
+    rows = pixels.astype(">u2").view(np.uint8).reshape(height, -1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra
+            + chunk(b"IDAT", zlib.compress(reference_filter(rows, kinds, channels * 2))) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_png16_decoder_handles_every_filter_type(tmp_path, channels):
+    pixels = RNG.integers(0, 65536, (10, 7, channels), dtype=np.uint16)
+    pixels[0, 0] = 65535
+    pixels[1] = 0
+    pixels[2] = 65535  # extremes: every byte wraps
+    path = tmp_path / "filters.png"
+    path.write_bytes(png_from_rows(pixels, [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]))
+    decoded, icc, exif = read_png16(path, None)
+    np.testing.assert_array_equal(decoded, pixels)
+    assert icc is None and exif is None
+    with Image.open(path) as pillow:  # an independent decoder agrees on the high bytes
+        picked = {2: [0, 3], 3: [0, 1, 2], 4: [0, 1, 2, 3]}[channels]
+        np.testing.assert_array_equal(np.asarray(pillow.convert("RGBA"))[..., picked], pixels >> 8)
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_png16_roundtrip_with_metadata_through_read_and_write_pixels(tmp_path, channels):
+    pixels = RNG.integers(0, 65536, (9, 6, channels), dtype=np.uint16)
+    exif = Image.Exif()
+    exif[0x010F] = "TestMaker"
+    meta = ImageMeta(3 if channels > 2 else 1, channels in (2, 4), 16, srgb_icc(), exif.tobytes())
+    path = write_pixels(pixels, meta, tmp_path / "deep.png")
+    assert is_deep_colour_png(path)
+    floats, read_meta = read_pixels(path)
+    assert (read_meta.channels, read_meta.alpha, read_meta.bit_depth) == (meta.channels, meta.alpha, 16)
+    assert read_meta.icc_profile == meta.icc_profile
+    again = Image.Exif()
+    again.load(read_meta.exif)
+    assert again[0x010F] == "TestMaker"
+    back = np.rint(floats.permute(1, 2, 0).numpy().astype(np.float64) * 65535).astype(np.uint16)
+    np.testing.assert_array_equal(back, pixels)
+
+
+def test_png16_transparency_key_orientation_and_fallbacks(tmp_path):
+    pixels = RNG.integers(0, 65536, (4, 6, 3), dtype=np.uint16)
+    pixels[1, 2] = (1, 2, 3)
+    key = struct.pack(">HHH", 1, 2, 3)
+    crc = struct.pack(">I", zlib.crc32(b"tRNS" + key))
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = 6
+    raw = exif.tobytes()[6:]
+    exif_chunk = struct.pack(">I", len(raw)) + b"eXIf" + raw + struct.pack(">I", zlib.crc32(b"eXIf" + raw))
+    path = tmp_path / "keyed.png"
+    path.write_bytes(png_from_rows(pixels, [0] * 4, struct.pack(">I", 6) + b"tRNS" + key + crc + exif_chunk))
+    floats, meta = read_pixels(path)
+    assert meta.alpha and floats.shape == (4, 6, 4)  # upright: 6 rows x 4 columns, RGB + alpha
+    alpha = np.rint(floats[3].numpy() * 65535)
+    assert alpha.min() == 0 and (alpha == 0).sum() == 1
+    with pytest.warns(UserWarning, match="16-bit colour"):
+        write_pixels(np.zeros((2, 2, 3), np.uint16), meta, tmp_path / "deep.tiff")
+    assert Image.open(tmp_path / "deep.tiff").mode == "RGB"
+    grey = tmp_path / "grey16.png"
+    Image.fromarray(np.zeros((3, 3), np.uint16)).save(grey)
+    assert not is_deep_colour_png(grey)  # 16-bit grey stays with Pillow, which keeps it 16-bit
+
+
+def test_png16_damage_is_an_image_read_error(tmp_path, monkeypatch):
+    pixels = RNG.integers(0, 65536, (16, 16, 3), dtype=np.uint16)
+    good = tmp_path / "good.png"
+    good.write_bytes(png_from_rows(pixels, [4] * 16))
+    data = good.read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) - 40])
+    flipped = tmp_path / "flipped.png"
+    flipped.write_bytes(data[:60] + bytes([data[60] ^ 0xFF]) + data[61:])
+    for path in (cut, flipped):
+        with pytest.raises(ImageReadError, match="truncated or corrupt"):
+            read_pixels(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageReadError, match="decompression-bomb"):
+        read_pixels(good)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orient_matches_pillow(orientation):
+    array = RNG.integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[ORIENTATION_TAG] = orientation
+    image.info["exif"] = exif.tobytes()
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(orient(array, orientation), expected)

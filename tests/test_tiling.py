@@ -8,8 +8,15 @@ import torch
 from torch import nn
 
 from mma.errors import ConfigError
-from mma.tiling import (MIN_AUTO_TILE, auto_tile, available_memory, is_out_of_memory, plan_axis,
-                        run_tiles, upscale_tiled)
+from mma.tiling import (
+    MIN_AUTO_TILE,
+    auto_tile,
+    available_memory,
+    is_out_of_memory,
+    plan_axis,
+    run_tiles,
+    upscale_tiled,
+)
 
 
 class LocalNet(nn.Module):

@@ -13,7 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,10 +35,10 @@ class Job:
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders of images, or glob patterns.",
                                                 show_default=False)],
-    output: Annotated[Optional[Path], typer.Option(
+    output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Output file (one input) or folder (several; created if needed). "
                                "Default: beside each input.")] = None,
-    scale: Annotated[Optional[int], typer.Option(
+    scale: Annotated[int | None, typer.Option(
         "--scale", "-s", help="2, 3 or 4. Default: the model file's own scale, 4 for a named model.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")]
     = "mma-t",
@@ -47,8 +47,8 @@ def upscale(
     overlap: Annotated[int, typer.Option(help="Overlap between tiles in input pixels.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")] = "auto",
-    suffix: Annotated[Optional[str], typer.Option(help="Added to each output name. Default: _x<scale>.")] = None,
-    format: Annotated[Optional[str], typer.Option(
+    suffix: Annotated[str | None, typer.Option(help="Added to each output name. Default: _x<scale>.")] = None,
+    format: Annotated[str | None, typer.Option(
         "--format", help="png, jpg, webp or tiff. Default: the input's format when writable, else png.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs that already exist.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
@@ -192,15 +192,16 @@ def _identity(path: Path) -> tuple[int, int] | str:
 def _run(job: Job, net: object, tile: int | str, overlap: int, device: str, dtype: str, alpha: str,
          force: bool, quiet: bool, show_bars: bool) -> None:
     """Upscale one file into its target, reporting library warnings on stderr unless --quiet."""
-    from mma.api import progress_bar, upscale as upscale_image
-    from mma.imaging.io import write_image
+    from mma.api import progress_bar, upscale_pixels
+    from mma.imaging.io import read_pixels, write_pixels
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        pixels, meta = read_pixels(job.source)
         with progress_bar(desc=job.source.name, position=1, disable=not show_bars) as report:
-            image = upscale_image(job.source, None, net, tile=tile, overlap=overlap, device=device, dtype=dtype,
-                                  alpha=alpha, progress=report)
-        write_image(image, job.target, overwrite=force)
+            result = upscale_pixels(pixels, meta, None, net, tile=tile, overlap=overlap, device=device,
+                                    dtype=dtype, alpha=alpha, progress=report)
+        write_pixels(result, meta, job.target, overwrite=force)
     if not quiet:
         for warning in caught:
             if issubclass(warning.category, (UserWarning, RuntimeWarning)):

@@ -11,15 +11,18 @@ import contextlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from mma.errors import ImageReadError, OutputError
+from mma.imaging.png16 import encode_png16, is_deep_colour_png, read_png16
 
 ORIENTATION_TAG = 0x0112
 
@@ -56,13 +59,7 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
     Images over Pillow's `Image.MAX_IMAGE_PIXELS` are refused from the header alone (the warning
     Pillow would print is turned into the error), so a decompression bomb costs nothing.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a directory, not an image")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    path = _existing_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -79,6 +76,40 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageReadError(f"{path}: truncated or corrupt image ({exc})") from None
 
 
+def read_pixels(path: str | os.PathLike[str]) -> tuple[torch.Tensor, ImageMeta]:
+    """A file as float (C, H, W) planes and its meta, keeping 16 bits where Pillow alone would not
+    (16-bit colour PNG); everything else goes through `read_image`."""
+    path = _existing_file(path)
+    if not is_deep_colour_png(path):
+        return pil_to_float(read_image(path))
+    array, icc, raw_exif = read_png16(path, Image.MAX_IMAGE_PIXELS)
+    exif = Image.Exif()
+    if raw_exif:
+        exif.load(raw_exif)
+    pixels, meta = array_to_float(orient(array, exif.get(ORIENTATION_TAG, 1)))
+    return pixels, ImageMeta(meta.channels, meta.alpha, 16, icc, _upright(exif))
+
+
+def _existing_file(path: str | os.PathLike[str]) -> Path:
+    """`path` when it is a non-empty file, else ImageReadError saying what it is instead."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    return path
+
+
+def orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an (H, W, C) array upright for an EXIF orientation value, as `ImageOps.exif_transpose` does."""
+    turns = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+             5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+             7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(turns[orientation](array)) if orientation in turns else array
+
+
 def _warn_if_precision_lost(image: Image.Image, path: Path) -> None:
     """Pillow decodes 16-bit colour PNG/TIFF at 8 bits; say so instead of silently dropping bits."""
     rawmodes = {tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile}
@@ -89,7 +120,7 @@ def _warn_if_precision_lost(image: Image.Image, path: Path) -> None:
 def pil_to_float(image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
     """Any Pillow mode -> float32 (C, H, W) in [0, 1] (alpha last) and the metadata to restore it."""
     icc = image.info.get("icc_profile") or None
-    exif = _exif_upright(image)
+    exif = _upright(image.getexif())
     mode = image.mode
     if mode == "CMYK":
         image, icc = _cmyk_to_rgb(image, icc), _srgb_profile()
@@ -137,9 +168,8 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return image.convert("RGB")
 
 
-def _exif_upright(image: Image.Image) -> bytes | None:
-    """The image's EXIF with orientation set to 1, because the pixels are already upright."""
-    exif = image.getexif()
+def _upright(exif: Image.Exif) -> bytes | None:
+    """EXIF with orientation set to 1, because the pixels are already upright."""
     if not exif:
         return None
     if ORIENTATION_TAG in exif:
@@ -197,8 +227,34 @@ def format_for(path: str | os.PathLike[str], format: str | None = None) -> str:
 def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str | None = None,
                 overwrite: bool = False, quality: int = 95) -> Path:
     """Write atomically (temporary file beside it, then rename), with EXIF and ICC where the format allows."""
-    path = Path(path)
     fmt = format_for(path, format)
+
+    def save(handle: BinaryIO) -> None:
+        fitted = _fit_mode(image, fmt)
+        options = {key: fitted.info[key] for key in ("icc_profile", "exif") if fitted.info.get(key)}
+        if fmt in ("JPEG", "WEBP"):
+            options["quality"] = quality
+        fitted.save(handle, format=fmt, **options)
+
+    return _atomic_write(Path(path), save, overwrite)
+
+
+def write_pixels(array: np.ndarray, meta: ImageMeta, path: str | os.PathLike[str], *,
+                 format: str | None = None, overwrite: bool = False) -> Path:
+    """Write an (H, W, C) uint8/uint16 result with the source's metadata; 16-bit colour stays 16-bit in PNG."""
+    fmt = format_for(path, format)
+    if array.dtype == np.uint16 and array.shape[2] > 1:
+        if fmt == "PNG":
+            encoded = encode_png16(array, meta.icc_profile, meta.exif)
+            return _atomic_write(Path(path), lambda handle: handle.write(encoded), overwrite)
+        warnings.warn(f"{fmt} cannot store 16-bit colour here: written at 8 bits (use PNG to keep 16)",
+                      stacklevel=2)
+        array = np.rint(array / 257.0).astype(np.uint8)
+    return write_image(array_to_pil(array, meta), path, format=format, overwrite=overwrite)
+
+
+def _atomic_write(path: Path, save: Callable[[BinaryIO], object], overwrite: bool) -> Path:
+    """Run `save` into a temporary file in `path`'s folder and rename it over `path` only when complete."""
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: exists (use --force / overwrite=True to replace it)")
     if path.is_dir():
@@ -207,13 +263,6 @@ def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
-    image = _fit_mode(image, fmt)
-    options: dict[str, object] = {}
-    for key in ("icc_profile", "exif"):
-        if image.info.get(key):
-            options[key] = image.info[key]
-    if fmt in ("JPEG", "WEBP"):
-        options["quality"] = quality
     try:
         handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part",
                                              delete=False)
@@ -222,7 +271,7 @@ def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str
     temp = Path(handle.name)
     try:
         with handle:
-            image.save(handle, format=fmt, **options)
+            save(handle)
         os.replace(temp, path)
     except BaseException as exc:
         temp.unlink(missing_ok=True)
