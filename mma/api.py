@@ -180,7 +180,7 @@ def upscale_pixels(pixels: torch.Tensor, meta: ImageMeta, scale: int | None = 4,
         if callable(progress):
             report = progress
         elif progress:
-            report = stack.enter_context(progress_bar())
+            report = stack.enter_context(TileProgressBar())
         return upscale_tiled(runner, pixels, scale, out, tile=tile, overlap=overlap, progress=report,
                              device=target, bytes_per_pixel=_bytes_per_pixel(net))
 
@@ -253,7 +253,7 @@ class _TileRunner:
         return result
 
 
-class progress_bar:
+class TileProgressBar:
     """A tiling progress callback drawing a tqdm bar (on stderr), closed on exit; restarts when a retry
     with smaller tiles changes the total. Extra keyword arguments go to tqdm (desc, position, ...)."""
 

@@ -230,3 +230,10 @@ def test_bad_options(run, tmp_path, args, needle):
 def test_one_output_file_for_several_inputs(run, tmp_path):
     result = run(picture(tmp_path / "a.png"), picture(tmp_path / "b.png"), "-o", tmp_path / "x.png")
     assert result.exit_code == 1 and "names one file but there are 2 inputs" in errors(result)[0]
+
+
+def test_named_model_without_weights_says_what_to_do(tmp_path):
+    source = picture(tmp_path / "a.png")
+    result = CliRunner().invoke(app, ["upscale", str(source), "-m", "mma-b", "-s", "3"])
+    assert result.exit_code == 1 and "mma convert" in errors(result)[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -192,13 +192,13 @@ def _identity(path: Path) -> tuple[int, int] | str:
 def _run(job: Job, net: object, tile: int | str, overlap: int, device: str, dtype: str, alpha: str,
          force: bool, quiet: bool, show_bars: bool) -> None:
     """Upscale one file into its target, reporting library warnings on stderr unless --quiet."""
-    from mma.api import progress_bar, upscale_pixels
+    from mma.api import TileProgressBar, upscale_pixels
     from mma.imaging.io import read_pixels, write_pixels
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pixels, meta = read_pixels(job.source)
-        with progress_bar(desc=job.source.name, position=1, disable=not show_bars) as report:
+        with TileProgressBar(desc=job.source.name, position=1, disable=not show_bars) as report:
             result = upscale_pixels(pixels, meta, None, net, tile=tile, overlap=overlap, device=device,
                                     dtype=dtype, alpha=alpha, progress=report)
         write_pixels(result, meta, job.target, overwrite=force)

@@ -114,7 +114,8 @@ def _warn_if_precision_lost(image: Image.Image, path: Path) -> None:
     """Pillow decodes 16-bit colour PNG/TIFF at 8 bits; say so instead of silently dropping bits."""
     rawmodes = {tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile}
     if any(isinstance(raw, str) and raw.startswith(("RGB;16", "RGBA;16", "LA;16")) for raw in rawmodes):
-        warnings.warn(f"{path}: 16-bit colour is decoded by Pillow at 8 bits per channel", stacklevel=3)
+        warnings.warn(f"{path}: Pillow decodes 16-bit colour at 8 bits per channel (read_pixels keeps 16 bits "
+                      "for non-interlaced PNG)", stacklevel=3)
 
 
 def pil_to_float(image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
