@@ -120,7 +120,8 @@ def main() -> None:
     print(f"\nPSNR tiled vs whole image ({label}, {args.psnr_size}x{args.psnr_size} input)")
     print(f"{'tile':>5} {'overlap':>7} {'PSNR dB':>8} {'s':>6}")
     for row in psnr_part(args.psnr_size, args.psnr_tile, args.psnr_overlaps, args.weights):
-        print(f"{row['tile'] or 'whole':>5} {row['overlap']:>7} {row['psnr_db']:>8.2f} {row['seconds']:>6.1f}")
+        print(f"{row['tile'] or 'whole':>5} {row['overlap']:>7} {row['psnr_db']:>8.2f} "
+              f"{row['seconds']:>6.1f}")
 
 
 if __name__ == "__main__":

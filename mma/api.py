@@ -158,7 +158,8 @@ def upscale_pixels(pixels: torch.Tensor, meta: ImageMeta, scale: int | None = 4,
                    *, out: np.ndarray | None = None, out_dtype: np.dtype | type | None = None,
                    tile: int | Literal["auto"] | None = "auto", overlap: int = DEFAULT_OVERLAP,
                    device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
-                   alpha: Literal["resize", "model"] = "resize", progress: bool | Progress = False) -> np.ndarray:
+                   alpha: Literal["resize", "model"] = "resize",
+                   progress: bool | Progress = False) -> np.ndarray:
     """`upscale` on decoded planes (as `mma.imaging.io.read_pixels` gives them): float (C, H, W) in [0, 1]
     -> (sH, sW, C) array of `out_dtype` (default: the 8/16-bit type `meta` records), or into `out`."""
     if alpha not in ("resize", "model"):

@@ -162,7 +162,8 @@ def upscale_tiled(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, 
     """
     if tile != "auto":
         if not isinstance(tile, (int, type(None))) or (tile is not None and tile < 0):
-            raise ConfigError(f"tile must be 'auto', 0 / None (whole image) or a size in pixels, got {tile!r}")
+            raise ConfigError(f"tile must be 'auto', 0 / None (whole image) or a size in pixels, "
+                              f"got {tile!r}")
         return run_tiles(fn, image, scale, out, tile=tile, overlap=overlap, progress=progress)
     size = min(auto_tile(available_memory(device), bytes_per_pixel), max(image.shape[1:]))
     while True:

@@ -55,7 +55,8 @@ def test_tiled_is_close_to_whole_image(tiny):
 
 
 @pytest.mark.parametrize("shape,dtype", [((9, 7), np.uint8), ((9, 7), np.uint16), ((9, 7, 1), np.float64),
-                                         ((9, 7, 2), np.uint8), ((9, 7, 4), np.uint16), ((9, 7, 3), np.float32)])
+                                         ((9, 7, 2), np.uint8), ((9, 7, 4), np.uint16),
+                                         ((9, 7, 3), np.float32)])
 def test_numpy_keeps_layout_and_dtype(tiny, shape, dtype):
     scale = 65535 if dtype == np.uint16 else 255 if dtype == np.uint8 else 1
     array = (RNG.random(shape) * scale).astype(dtype)

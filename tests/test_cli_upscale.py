@@ -124,8 +124,9 @@ def bomb(path: Path) -> Path:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+                     + chunk(b"IEND", b""))
     return path
 
 
@@ -218,7 +219,8 @@ def test_unwritable_output_folder(run, tmp_path):
     assert blocker.read_text().startswith("a regular file")
 
 
-@pytest.mark.parametrize("args,needle", [(["--tile", "big"], "--tile big"), (["--format", "gif"], "--format gif"),
+@pytest.mark.parametrize("args,needle", [(["--tile", "big"], "--tile big"),
+                                         (["--format", "gif"], "--format gif"),
                                          (["--alpha", "x"], "--alpha x"), (["--device", "toaster"], "device"),
                                          (["--dtype", "fp8"], "dtype")])
 def test_bad_options(run, tmp_path, args, needle):

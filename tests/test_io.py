@@ -65,7 +65,8 @@ def test_palette_is_expanded_with_and_without_transparency():
     rgb = Image.fromarray(RNG.integers(0, 256, (6, 6, 3), dtype=np.uint8)).quantize(16)
     pixels, meta = pil_to_float(rgb)
     assert meta.channels == 3 and not meta.alpha
-    np.testing.assert_allclose(pixels.permute(1, 2, 0).numpy() * 255, np.asarray(rgb.convert("RGB")), atol=1e-3)
+    expected = np.asarray(rgb.convert("RGB"))
+    np.testing.assert_allclose(pixels.permute(1, 2, 0).numpy() * 255, expected, atol=1e-3)
     transparent = rgb.copy()
     transparent.info["transparency"] = 0
     pixels, meta = pil_to_float(transparent)
@@ -169,7 +170,8 @@ def test_bomb_limit_follows_pillow_setting(tmp_path, monkeypatch):
         read_image(path)
 
 
-@pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.float32, 1), (np.float64, 1)])
+@pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.float32, 1),
+                                         (np.float64, 1)])
 @pytest.mark.parametrize("shape,channels,alpha", [((5, 6), 1, False), ((5, 6, 1), 1, False),
                                                   ((5, 6, 2), 1, True), ((5, 6, 3), 3, False),
                                                   ((5, 6, 4), 3, True)])
@@ -221,7 +223,7 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
 
 
-# --- 16-bit colour PNG (mma.imaging.png16): Pillow reads these at 8 bits and cannot write them ---------------
+# --- 16-bit colour PNG (mma.imaging.png16): Pillow reads these at 8 bits and cannot write them ---
 
 def reference_filter(rows: np.ndarray, kinds: list[int], bpp: int) -> bytes:
     """PNG filtering written straight from the specification, one byte at a time (slow, obviously right)."""
@@ -234,7 +236,10 @@ def reference_filter(rows: np.ndarray, kinds: list[int], bpp: int) -> bytes:
             b = int(rows[y - 1, x]) if y > 0 else 0
             c = int(rows[y - 1, x - bpp]) if y > 0 and x >= bpp else 0
             p = a + b - c
-            paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c
+            if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c):
+                paeth = a
+            else:
+                paeth = b if abs(p - b) <= abs(p - c) else c
             predictor = [0, a, b, (a + b) // 2, paeth][kinds[y]]
             out.append((int(rows[y, x]) - predictor) % 256)
     return bytes(out)
@@ -249,8 +254,9 @@ def png_from_rows(pixels: np.ndarray, kinds: list[int], extra: bytes = b"") -> b
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra
-            + chunk(b"IDAT", zlib.compress(reference_filter(rows, kinds, channels * 2))) + chunk(b"IEND", b""))
+    idat = zlib.compress(reference_filter(rows, kinds, channels * 2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("channels", [2, 3, 4])

@@ -40,8 +40,8 @@ def upscale(
                                "Default: beside each input.")] = None,
     scale: Annotated[int | None, typer.Option(
         "--scale", "-s", help="2, 3 or 4. Default: the model file's own scale, 4 for a named model.")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")]
-    = "mma-t",
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")] = "mma-t",
     tile: Annotated[str, typer.Option(help="Tile size in input pixels, 'auto' (from free memory) or 0 "
                                            "(whole image).")] = "auto",
     overlap: Annotated[int, typer.Option(help="Overlap between tiles in input pixels.")] = 32,
@@ -49,7 +49,8 @@ def upscale(
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")] = "auto",
     suffix: Annotated[str | None, typer.Option(help="Added to each output name. Default: _x<scale>.")] = None,
     format: Annotated[str | None, typer.Option(
-        "--format", help="png, jpg, webp or tiff. Default: the input's format when writable, else png.")] = None,
+        "--format", help="png, jpg, webp or tiff. Default: the input's format when writable, else png."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs that already exist.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     alpha: Annotated[str, typer.Option(help="Transparency: 'resize' (bicubic) or 'model'.")] = "resize",

@@ -114,8 +114,8 @@ def _warn_if_precision_lost(image: Image.Image, path: Path) -> None:
     """Pillow decodes 16-bit colour PNG/TIFF at 8 bits; say so instead of silently dropping bits."""
     rawmodes = {tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile}
     if any(isinstance(raw, str) and raw.startswith(("RGB;16", "RGBA;16", "LA;16")) for raw in rawmodes):
-        warnings.warn(f"{path}: Pillow decodes 16-bit colour at 8 bits per channel (read_pixels keeps 16 bits "
-                      "for non-interlaced PNG)", stacklevel=3)
+        warnings.warn(f"{path}: Pillow decodes 16-bit colour at 8 bits per channel "
+                      "(read_pixels keeps 16 bits for non-interlaced PNG)", stacklevel=3)
 
 
 def pil_to_float(image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
@@ -242,7 +242,8 @@ def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str
 
 def write_pixels(array: np.ndarray, meta: ImageMeta, path: str | os.PathLike[str], *,
                  format: str | None = None, overwrite: bool = False) -> Path:
-    """Write an (H, W, C) uint8/uint16 result with the source's metadata; 16-bit colour stays 16-bit in PNG."""
+    """Write an (H, W, C) uint8/uint16 result with the source's metadata; 16-bit colour stays 16-bit
+    in PNG."""
     fmt = format_for(path, format)
     if array.dtype == np.uint16 and array.shape[2] > 1:
         if fmt == "PNG":
