@@ -39,9 +39,19 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = build_config("cpu-small", overrides={
-            "train": [str(args.data)], "val_split": 0, "variant": args.variant, "scale": args.scale,
-            "batch": args.batch, "patch": args.patch, "device": args.device, "out": out})
+        cfg = build_config(
+            "cpu-small",
+            overrides={
+                "train": [str(args.data)],
+                "val_split": 0,
+                "variant": args.variant,
+                "scale": args.scale,
+                "batch": args.batch,
+                "patch": args.patch,
+                "device": args.device,
+                "out": out,
+            },
+        )
         start = time.perf_counter()
         trainer = Trainer(cfg, setup(cfg.device))
         prepare = time.perf_counter() - start
@@ -55,22 +65,28 @@ def main() -> None:
         for lr, hr in batches[: args.warmup]:
             trainer.step(lr, hr)
         times = []
-        for lr, hr in batches[args.warmup: args.warmup + args.steps]:
+        for lr, hr in batches[args.warmup : args.warmup + args.steps]:
             start = time.perf_counter()
             loss = trainer.step(lr, hr).item()
             times.append(time.perf_counter() - start)
 
     seconds = sum(times) / len(times)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"model: {args.variant} x{args.scale}, batch {args.batch}, LR patch {args.patch}, "
-          f"scan backend {resolve_backend(None, torch.device(args.device))}, device {args.device}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"model: {args.variant} x{args.scale}, batch {args.batch}, LR patch {args.patch}, "
+        f"scan backend {resolve_backend(None, torch.device(args.device))}, device {args.device}"
+    )
     print(f"LR preparation of {len(trainer.store)} images: {prepare:.1f} s (incl. model set-up)")
     print(f"data: {data_ms:.1f} ms per batch in the main process")
-    print(f"step: {seconds:.2f} s/it (min {min(times):.2f}, max {max(times):.2f}, {len(times)} steps after "
-          f"{args.warmup} warm-up) -> {1 / seconds:.3f} it/s, {args.batch / seconds:.2f} patches/s; "
-          f"last loss {loss:.4f}")
+    print(
+        f"step: {seconds:.2f} s/it (min {min(times):.2f}, max {max(times):.2f}, {len(times)} steps after "
+        f"{args.warmup} warm-up) -> {1 / seconds:.3f} it/s, {args.batch / seconds:.2f} patches/s; "
+        f"last loss {loss:.4f}"
+    )
 
 
 if __name__ == "__main__":

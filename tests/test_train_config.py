@@ -1,4 +1,4 @@
-"""Training configuration: the paper's presets, layering preset < file < flags, milestone rescaling, errors."""
+"""Training configuration: the paper's presets, preset < file < flags, milestone rescaling, errors."""
 
 from __future__ import annotations
 
@@ -18,8 +18,18 @@ def test_paper_presets_follow_section_4_1(scale: int) -> None:
     fine = build_config(f"finetune-x{scale}")
     for cfg in (pre, fine):
         assert (cfg.scale, cfg.batch, cfg.patch, cfg.betas, cfg.ema, cfg.gamma) == (
-            scale, 64, 64, (0.9, 0.99), 0.999, 0.5)
-    assert (pre.iters, pre.lr, pre.milestones) == (800_000, 2e-4, (300_000, 500_000, 650_000, 700_000, 750_000))
+            scale,
+            64,
+            64,
+            (0.9, 0.99),
+            0.999,
+            0.5,
+        )
+    assert (pre.iters, pre.lr, pre.milestones) == (
+        800_000,
+        2e-4,
+        (300_000, 500_000, 650_000, 700_000, 750_000),
+    )
     assert (fine.iters, fine.lr, fine.milestones) == (250_000, 1e-5, (125_000, 200_000, 225_000, 240_000))
 
 
@@ -34,7 +44,9 @@ def test_every_preset_builds_and_is_described() -> None:
 
 def test_flags_override_the_file_which_overrides_the_preset(tmp_path: Path) -> None:
     file = tmp_path / "run.toml"
-    file.write_text('preset = "cpu-small"\nbatch = 8\nlr = 1e-3\ntrain = ["a", "b"]\n[model]\nnum_block = 3\n')
+    file.write_text(
+        'preset = "cpu-small"\nbatch = 8\nlr = 1e-3\ntrain = ["a", "b"]\n[model]\nnum_block = 3\n'
+    )
     cfg = build_config(file=file, overrides={"lr": 3e-4, "scale": 3, "model": {"num_feat": 24}, "seed": None})
     assert (cfg.batch, cfg.lr, cfg.scale, cfg.train) == (8, 3e-4, 3, ("a", "b"))
     assert cfg.model == {"num_block": 3, "num_feat": 24}
@@ -48,10 +60,21 @@ def test_new_iters_rescale_the_milestones_unless_given() -> None:
     assert cfg.milestones == (100,)
 
 
-@pytest.mark.parametrize("bad", [
-    {"scale": 5}, {"variant": "mma-x"}, {"batch": 0}, {"patch": -1}, {"lr": 0.0}, {"milestones": [5, 3]},
-    {"ema": 1.0}, {"betas": [0.9]}, {"seed": -1}, {"iters": 2.5},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"scale": 5},
+        {"variant": "mma-x"},
+        {"batch": 0},
+        {"patch": -1},
+        {"lr": 0.0},
+        {"milestones": [5, 3]},
+        {"ema": 1.0},
+        {"betas": [0.9]},
+        {"seed": -1},
+        {"iters": 2.5},
+    ],
+)
 def test_invalid_values_are_config_errors(bad: dict) -> None:
     with pytest.raises(ConfigError):
         build_config("cpu-tiny", overrides=bad)
@@ -78,5 +101,7 @@ def test_config_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) ->
 
 def test_recipe_changes_name_the_fields_that_break_exact_resume() -> None:
     cfg = build_config("cpu-tiny")
-    assert recipe_changes(cfg, cfg.replace(iters=10_000, milestones=[5000], out="x", val_every=7)) == ["milestones"]
+    assert recipe_changes(cfg, cfg.replace(iters=10_000, milestones=[5000], out="x", val_every=7)) == [
+        "milestones"
+    ]
     assert recipe_changes(cfg, cfg.replace(scale=4, seed=3)) == ["scale", "seed"]

@@ -13,13 +13,24 @@ from PIL import Image
 
 from mma.errors import ConfigError
 from mma.imaging.resize import imresize, modcrop
-from mma.train.data import (IterationBatches, PairStore, PatchDataset, dihedral, load_pair, make_loader,
-                            random_patch, split_validation, training_images)
+from mma.train.data import (
+    IterationBatches,
+    PairStore,
+    PatchDataset,
+    dihedral,
+    load_pair,
+    make_loader,
+    random_patch,
+    split_validation,
+    training_images,
+)
 
 
 def _png(path: Path, height: int, width: int, seed: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+        path
+    )
     return path
 
 
@@ -87,8 +98,11 @@ def test_training_images_reads_folders_and_their_hr_subfolders(tmp_path: Path) -
 
 def test_dihedral_gives_the_eight_distinct_symmetries() -> None:
     image = np.arange(3 * 4 * 2).reshape(3, 4, 2)
-    variants = {dihedral(image, k, f).tobytes() + bytes(dihedral(image, k, f).shape)
-                for k in range(4) for f in (False, True)}
+    variants = {
+        dihedral(image, k, f).tobytes() + bytes(dihedral(image, k, f).shape)
+        for k in range(4)
+        for f in (False, True)
+    }
     assert len(variants) == 8
     assert np.array_equal(dihedral(image, 1, False), np.rot90(image))
     assert np.array_equal(dihedral(image, 0, True), image[:, ::-1])

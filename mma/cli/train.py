@@ -5,12 +5,14 @@ Under `torchrun` every process runs this command; only rank 0 draws the bar and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,15 +32,24 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record))
 
 
-def _setup_logging() -> None:
+@contextlib.contextmanager
+def _log_above_bar() -> Iterator[None]:
+    """Library log records (init report, warnings) shown above the bar; rank 0 also shows INFO."""
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logger = logging.getLogger("mma")
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """First Ctrl-C / SIGTERM: finish the step, save, exit. A second Ctrl-C aborts at once."""
 
     def request(signum: int, frame: Any) -> None:
@@ -47,8 +58,12 @@ def _stop_on_signals(stop: threading.Event) -> None:
         stop.set()
         logging.getLogger("mma.train").warning("stopping after this step (saving a checkpoint)...")
 
-    signal.signal(signal.SIGINT, request)
-    signal.signal(signal.SIGTERM, request)
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Progress:
@@ -68,16 +83,24 @@ class _Progress:
                 self.bar.close()
                 self.bar = None
         elif event.kind == "start":
-            self.bar = tqdm(total=event.iters, initial=event.iteration, desc="training", unit="it",
-                            dynamic_ncols=True, smoothing=0.05)
+            self.bar = tqdm(
+                total=event.iters,
+                initial=event.iteration,
+                desc="training",
+                unit="it",
+                dynamic_ncols=True,
+                smoothing=0.05,
+            )
         elif event.kind == "step":
             self.bar.update(1)
         elif event.kind == "log":
             self.bar.set_postfix(loss=f"{event.loss:.4f}", lr=f"{event.lr:.2e}", refresh=False)
         elif event.kind == "val" and event.validation is not None:
             v = event.validation
-            tqdm.write(f"iteration {event.iteration}: {v.name} ({v.images} images) "
-                       f"PSNR {v.psnr:.3f} dB, SSIM {v.ssim:.4f}")
+            tqdm.write(
+                f"iteration {event.iteration}: {v.name} ({v.images} images) "
+                f"PSNR {v.psnr:.3f} dB, SSIM {v.ssim:.4f}"
+            )
         elif event.kind == "end" and self.bar is not None:
             self.bar.close()
 
@@ -89,31 +112,58 @@ def _list_presets() -> None:
         typer.echo(f"{name:12s} {text}")
 
 
-@command("train", help="Train MMA: a preset (--list-presets) or a TOML config, overridden by flags. "
-                       "Multi-GPU: torchrun --nproc_per_node N -m mma train ...")
+@command(
+    "train",
+    help="Train MMA: a preset (--list-presets) or a TOML config, overridden by flags. "
+    "Multi-GPU: torchrun --nproc_per_node N -m mma train ...",
+)
 def train_command(
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Named recipe (see --list-presets).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file of training options.")] = None,
-    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="HR image folder (repeatable).")] = None,
-    val: Annotated[Optional[Path], typer.Option("--val", help="HR folder scored during training.")] = None,
-    val_split: Annotated[Optional[int], typer.Option("--val-split", help="Training images held out.")] = None,
-    scale: Annotated[Optional[int], typer.Option("--scale", "-s", help="2, 3 or 4.")] = None,
-    variant: Annotated[Optional[str], typer.Option("--variant", help="mma-t or mma-b.")] = None,
-    iters: Annotated[Optional[int], typer.Option("--iters", help="Total iterations (milestones rescale).")] = None,
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Global batch size.")] = None,
-    patch: Annotated[Optional[int], typer.Option("--patch", help="LR patch size.")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Initial learning rate.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the weights and the data order.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (state, logs, weights).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out if there is one.")] = False,
-    init: Annotated[Optional[Path], typer.Option("--init", help="Start from these weights (matching tensors).")] = None,
-    export: Annotated[Optional[Path], typer.Option("--export", help="Also write the final EMA weights here.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Data-loader processes.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Keep HR/LR arrays on disk here.")] = None,
-    val_every: Annotated[Optional[int], typer.Option("--val-every", help="Validate every N iterations.")] = None,
-    save_every: Annotated[Optional[int], typer.Option("--save-every", help="Checkpoint every N iterations.")] = None,
-    log_every: Annotated[Optional[int], typer.Option("--log-every", help="Log the loss every N iterations.")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="Named recipe (see --list-presets).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML file of training options.")
+    ] = None,
+    data: Annotated[
+        list[Path] | None, typer.Option("--data", "-d", help="HR image folder (repeatable).")
+    ] = None,
+    val: Annotated[Path | None, typer.Option("--val", help="HR folder scored during training.")] = None,
+    val_split: Annotated[int | None, typer.Option("--val-split", help="Training images held out.")] = None,
+    scale: Annotated[int | None, typer.Option("--scale", "-s", help="2, 3 or 4.")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help="mma-t or mma-b.")] = None,
+    iters: Annotated[
+        int | None, typer.Option("--iters", help="Total iterations (milestones rescale).")
+    ] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="Global batch size.")] = None,
+    patch: Annotated[int | None, typer.Option("--patch", help="LR patch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Initial learning rate.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the weights and the data order.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (state, logs, weights).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out if there is one.")
+    ] = False,
+    init: Annotated[
+        Path | None, typer.Option("--init", help="Start from these weights (matching tensors).")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Also write the final EMA weights here.")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Data-loader processes.")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Keep HR/LR arrays on disk here.")
+    ] = None,
+    val_every: Annotated[int | None, typer.Option("--val-every", help="Validate every N iterations.")] = None,
+    save_every: Annotated[
+        int | None, typer.Option("--save-every", help="Checkpoint every N iterations.")
+    ] = None,
+    log_every: Annotated[
+        int | None, typer.Option("--log-every", help="Log the loss every N iterations.")
+    ] = None,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="List the presets and exit.")] = False,
 ) -> None:
     if list_presets:
@@ -122,31 +172,49 @@ def train_command(
     from mma.train import build_config, saved_config, train
 
     overrides: dict[str, Any] = {
-        "train": [str(d) for d in data] if data else None, "val": str(val) if val else None,
-        "val_split": val_split, "scale": scale, "variant": variant, "iters": iters, "batch": batch,
-        "patch": patch, "lr": lr, "seed": seed, "out": str(out) if out else None,
-        "init": str(init) if init else None, "device": device, "workers": workers,
-        "cache_dir": str(cache_dir) if cache_dir else None, "val_every": val_every,
-        "save_every": save_every, "log_every": log_every,
+        "train": [str(d) for d in data] if data else None,
+        "val": str(val) if val else None,
+        "val_split": val_split,
+        "scale": scale,
+        "variant": variant,
+        "iters": iters,
+        "batch": batch,
+        "patch": patch,
+        "lr": lr,
+        "seed": seed,
+        "out": str(out) if out else None,
+        "init": str(init) if init else None,
+        "device": device,
+        "workers": workers,
+        "cache_dir": str(cache_dir) if cache_dir else None,
+        "val_every": val_every,
+        "save_every": save_every,
+        "log_every": log_every,
     }
     base = None
     if preset is None and config is None:
         base = saved_config(out) if resume and out is not None else None
         if base is None:
-            raise ConfigError("choose a recipe: --preset NAME (see --list-presets) or --config FILE "
-                              "(or --resume --out DIR to continue a run)")
+            raise ConfigError(
+                "choose a recipe: --preset NAME (see --list-presets) or --config FILE "
+                "(or --resume --out DIR to continue a run)"
+            )
     cfg = build_config(preset, config, overrides, base=base)
-    _setup_logging()
     stop = threading.Event()
-    _stop_on_signals(stop)
-    result = train(cfg, resume=resume, export=export, progress=_Progress(), stop=stop)
+    with _log_above_bar(), _stop_on_signals(stop):
+        result = train(cfg, resume=resume, export=export, progress=_Progress(), stop=stop)
     if os.environ.get("RANK", "0") != "0":
         return
     if result.stopped:
-        typer.echo(f"stopped at iteration {result.iteration}; state saved in {result.state} "
-                   f"(continue with: mma train --resume --out {result.out})", err=True)
+        typer.echo(
+            f"stopped at iteration {result.iteration}; state saved in {result.state} "
+            f"(continue with: mma train --resume --out {result.out})",
+            err=True,
+        )
         raise typer.Exit(130)
-    typer.echo(f"done: {result.iteration} iterations; EMA weights {result.weights}"
-               + (f", exported to {export}" if export else ""))
+    typer.echo(
+        f"done: {result.iteration} iterations; EMA weights {result.weights}"
+        + (f", exported to {export}" if export else "")
+    )
     for v in result.validations:
         typer.echo(f"{v.name}: PSNR {v.psnr:.3f} dB, SSIM {v.ssim:.4f} ({v.images} images)")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mma.errors import ConfigError
 from mma.model import SCALES, VARIANTS
@@ -58,7 +59,7 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         unknown = sorted(set(data) - _FIELDS)
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
@@ -70,7 +71,7 @@ class TrainConfig:
             values["model"] = dict(values["model"])
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
@@ -78,8 +79,21 @@ _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 # Options that change which numbers a run computes: a resumed run that changes one is no longer identical
 # to an uninterrupted run. The first three also change the network, so a checkpoint cannot continue at all.
-RECIPE_FIELDS = ("variant", "scale", "model", "train", "val_split", "patch", "batch", "lr", "milestones",
-                 "gamma", "betas", "ema", "seed")
+RECIPE_FIELDS = (
+    "variant",
+    "scale",
+    "model",
+    "train",
+    "val_split",
+    "patch",
+    "batch",
+    "lr",
+    "milestones",
+    "gamma",
+    "betas",
+    "ema",
+    "seed",
+)
 NETWORK_FIELDS = RECIPE_FIELDS[:3]
 
 
@@ -88,8 +102,14 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"unknown variant {cfg.variant!r}: choose one of {', '.join(VARIANTS)}")
     if cfg.scale not in SCALES:
         raise ConfigError(f"unsupported scale {cfg.scale}: choose one of {SCALES}")
-    positive = {"patch": cfg.patch, "batch": cfg.batch, "iters": cfg.iters, "val_every": cfg.val_every,
-                "log_every": cfg.log_every, "save_every": cfg.save_every}
+    positive = {
+        "patch": cfg.patch,
+        "batch": cfg.batch,
+        "iters": cfg.iters,
+        "val_every": cfg.val_every,
+        "log_every": cfg.log_every,
+        "save_every": cfg.save_every,
+    }
     for name, value in positive.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -136,9 +156,12 @@ def _layer(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def build_config(preset: str | None = None, file: str | Path | None = None,
-                 overrides: Mapping[str, Any] | None = None,
-                 base: TrainConfig | None = None) -> TrainConfig:
+def build_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base: TrainConfig | None = None,
+) -> TrainConfig:
     """`base` (or defaults), then the preset, then the file, then `overrides` (e.g. command-line flags)."""
     layers: list[Mapping[str, Any]] = []
     file_values = read_toml(file) if file is not None else {}

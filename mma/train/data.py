@@ -41,7 +41,9 @@ def split_validation(paths: Sequence[Path], count: int, seed: int) -> tuple[list
     """Hold out `count` images chosen by `seed`; returns (training, validation), each in input order."""
     if count >= len(paths):
         raise ConfigError(f"val_split={count} would leave no training images out of {len(paths)}")
-    held = set(np.random.default_rng((seed, _PERMUTATION, 2**32 - 1)).choice(len(paths), count, replace=False))
+    held = set(
+        np.random.default_rng((seed, _PERMUTATION, 2**32 - 1)).choice(len(paths), count, replace=False)
+    )
     return ([p for i, p in enumerate(paths) if i not in held], [p for i, p in enumerate(paths) if i in held])
 
 
@@ -61,7 +63,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def load_pair(path: Path, scale: int, cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(HR modcropped, LR = imresize(HR, 1/scale)) as uint8 HxWx3; memory-mapped from `cache_dir` if cached."""
+    """(HR modcropped, LR = imresize(HR, 1/scale)), uint8 HxWx3; memory-mapped from `cache_dir` if cached."""
     if cache_dir is not None:
         stem = cache_dir / _cache_stem(path, scale)
         hr_file, lr_file = stem.with_name(stem.name + "-hr.npy"), stem.with_name(stem.name + "-lr.npy")
@@ -81,9 +83,15 @@ class PairStore:
     Images whose LR side is shorter than `min_lr_size` cannot give a patch and are left out (logged).
     """
 
-    def __init__(self, paths: Sequence[Path], scale: int, *, min_lr_size: int = 1,
-                 cache_dir: str | Path | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        scale: int,
+        *,
+        min_lr_size: int = 1,
+        cache_dir: str | Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         cache = Path(cache_dir) if cache_dir is not None else None
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
@@ -99,11 +107,17 @@ class PairStore:
                 progress(done, len(paths))
         skipped = len(paths) - len(self.paths)
         if skipped:
-            log.warning("%d of %d images are smaller than %d LR pixels and are not used",
-                        skipped, len(paths), min_lr_size)
+            log.warning(
+                "%d of %d images are smaller than %d LR pixels and are not used",
+                skipped,
+                len(paths),
+                min_lr_size,
+            )
         if not self.pairs:
-            raise ConfigError(f"none of the {len(paths)} training images is large enough for "
-                              f"{min_lr_size}x{min_lr_size} LR patches at x{scale}")
+            raise ConfigError(
+                f"none of the {len(paths)} training images is large enough for "
+                f"{min_lr_size}x{min_lr_size} LR patches at x{scale}"
+            )
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -119,14 +133,15 @@ def dihedral(image: np.ndarray, rotations: int, flip: bool) -> np.ndarray:
     return np.rot90(image, rotations, axes=(0, 1))
 
 
-def random_patch(hr: np.ndarray, lr: np.ndarray, scale: int, patch: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_patch(
+    hr: np.ndarray, lr: np.ndarray, scale: int, patch: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A random `patch`-sized LR crop and the HR crop covering the same area, equally flipped/rotated."""
     height, width = lr.shape[:2]
     top, left = int(rng.integers(0, height - patch + 1)), int(rng.integers(0, width - patch + 1))
     rotations, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
-    lr_patch = lr[top:top + patch, left:left + patch]
-    hr_patch = hr[top * scale:(top + patch) * scale, left * scale:(left + patch) * scale]
+    lr_patch = lr[top : top + patch, left : left + patch]
+    hr_patch = hr[top * scale : (top + patch) * scale, left * scale : (left + patch) * scale]
     return dihedral(lr_patch, rotations, flip), dihedral(hr_patch, rotations, flip)
 
 
@@ -148,7 +163,9 @@ class PatchDataset(Dataset):
     def _order(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:  # consecutive samples share an epoch: draw each permutation once
             self._epoch = epoch
-            self._permutation = np.random.default_rng((self.seed, _PERMUTATION, epoch)).permutation(len(self.store))
+            self._permutation = np.random.default_rng((self.seed, _PERMUTATION, epoch)).permutation(
+                len(self.store)
+            )
         return self._permutation
 
     def __getitem__(self, sample: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +203,15 @@ def default_workers(device: torch.device, local_world_size: int = 1) -> int:
     return max(1, min(8, cores // max(1, local_world_size) - 1))
 
 
-def make_loader(dataset: PatchDataset, batches: IterationBatches, workers: int, pin_memory: bool) -> DataLoader:
+def make_loader(
+    dataset: PatchDataset, batches: IterationBatches, workers: int, pin_memory: bool
+) -> DataLoader:
     """Batches of uint8 patches in iteration order; workers prefetch a few batches ahead."""
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
-                      prefetch_factor=4 if workers else None, persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )

@@ -37,7 +37,7 @@ class Placement:
 
 
 def resolve_device(request: str, local_rank: int = 0) -> torch.device:
-    """"auto" = the process's GPU when CUDA is available, else the CPU; "cuda" = the process's GPU."""
+    """ "auto" = the process's GPU when CUDA is available, else the CPU; "cuda" = the process's GPU."""
     request = request.strip().lower()
     if request == "auto":
         request = "cuda" if torch.cuda.is_available() else "cpu"
@@ -57,9 +57,13 @@ def setup(device: str) -> Placement:
     """Join the process group that `torchrun` describes (if any) and pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    placement = Placement(rank=int(os.environ.get("RANK", "0")), world_size=world_size, local_rank=local_rank,
-                          local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
-                          device=resolve_device(device, local_rank))
+    placement = Placement(
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=world_size,
+        local_rank=local_rank,
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
+        device=resolve_device(device, local_rank),
+    )
     if placement.distributed and not dist.is_initialized():
         if placement.device.type == "cuda":
             torch.cuda.set_device(placement.device)

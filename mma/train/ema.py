@@ -7,7 +7,8 @@ scores a few hundredths of a dB higher than the raw weights; BasicSR keeps it as
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn

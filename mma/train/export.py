@@ -44,9 +44,11 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
     source = read_weights(path)
     own = model.state_dict()
     usable = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    report = InitReport(loaded=tuple(usable),
-                        skipped=tuple(k for k in own if k in source and k not in usable),
-                        missing=tuple(k for k in own if k not in source))
+    report = InitReport(
+        loaded=tuple(usable),
+        skipped=tuple(k for k in own if k in source and k not in usable),
+        missing=tuple(k for k in own if k not in source),
+    )
     model.load_state_dict(usable, strict=False)
     log.info("initialised %d of %d tensors from %s", len(report.loaded), len(own), path)
     if report.skipped:

@@ -46,8 +46,15 @@ class RunLog:
             self._board = SummaryWriter(str(out / "tensorboard"), purge_step=start_iteration + 1)
 
     def train(self, iteration: int, loss: float, lr: float, iters_per_s: float, patches_per_s: float) -> None:
-        self._train.writerow({"iteration": iteration, "loss": f"{loss:.6f}", "lr": f"{lr:.4g}",
-                              "iters_per_s": f"{iters_per_s:.4f}", "patches_per_s": f"{patches_per_s:.3f}"})
+        self._train.writerow(
+            {
+                "iteration": iteration,
+                "loss": f"{loss:.6f}",
+                "lr": f"{lr:.4g}",
+                "iters_per_s": f"{iters_per_s:.4f}",
+                "patches_per_s": f"{patches_per_s:.3f}",
+            }
+        )
         self._train_file.flush()
         if self._board is not None:
             self._board.add_scalar("train/loss", loss, iteration)
@@ -55,8 +62,16 @@ class RunLog:
             self._board.add_scalar("train/iters_per_s", iters_per_s, iteration)
 
     def val(self, iteration: int, name: str, images: int, psnr: float, ssim: float, seconds: float) -> None:
-        self._val.writerow({"iteration": iteration, "set": name, "images": images, "psnr": f"{psnr:.4f}",
-                            "ssim": f"{ssim:.5f}", "seconds": f"{seconds:.2f}"})
+        self._val.writerow(
+            {
+                "iteration": iteration,
+                "set": name,
+                "images": images,
+                "psnr": f"{psnr:.4f}",
+                "ssim": f"{ssim:.5f}",
+                "seconds": f"{seconds:.2f}",
+            }
+        )
         self._val_file.flush()
         if self._board is not None:
             self._board.add_scalar(f"val/{name}/psnr", psnr, iteration)

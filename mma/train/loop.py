@@ -28,8 +28,15 @@ from mma.evaluate import dataset_name, find_images
 from mma.model import build_model
 from mma.train import distributed
 from mma.train.config import NETWORK_FIELDS, TrainConfig, recipe_changes
-from mma.train.data import (IterationBatches, PairStore, PatchDataset, default_workers, make_loader,
-                            split_validation, training_images)
+from mma.train.data import (
+    IterationBatches,
+    PairStore,
+    PatchDataset,
+    default_workers,
+    make_loader,
+    split_validation,
+    training_images,
+)
 from mma.train.distributed import Placement
 from mma.train.ema import EMA
 from mma.train.export import export_weights, init_from
@@ -74,9 +81,14 @@ def saved_config(out: str | Path) -> TrainConfig | None:
     return TrainConfig.from_dict(load_state(path)["config"]) if path.is_file() else None
 
 
-def train(config: TrainConfig, *, resume: bool = False, export: str | Path | None = None,
-          progress: Callable[[TrainEvent], None] | None = None,
-          stop: threading.Event | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    export: str | Path | None = None,
+    progress: Callable[[TrainEvent], None] | None = None,
+    stop: threading.Event | None = None,
+) -> TrainResult:
     """Run (or with `resume`, continue) the training that `config` describes.
 
     `stop`, once set, makes every process save a checkpoint after the current step and return.
@@ -92,9 +104,15 @@ def train(config: TrainConfig, *, resume: bool = False, export: str | Path | Non
 class Trainer:
     """One training run in this process: network, EMA copy, optimiser, data and logs."""
 
-    def __init__(self, config: TrainConfig, placement: Placement, *, resume: bool = False,
-                 progress: Callable[[TrainEvent], None] | None = None,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        placement: Placement,
+        *,
+        resume: bool = False,
+        progress: Callable[[TrainEvent], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.cfg, self.place = config, placement
         self.device = placement.device
         self.progress = progress if placement.main else None
@@ -103,7 +121,9 @@ class Trainer:
         state_path = self.out / STATE_FILE
         saved = load_state(state_path) if state_path.is_file() else None
         if saved is not None and not resume:
-            raise ConfigError(f"{self.out} already holds a run: pass --resume to continue it, or another --out")
+            raise ConfigError(
+                f"{self.out} already holds a run: pass --resume to continue it, or another --out"
+            )
         if saved is not None:
             self._check_recipe(TrainConfig.from_dict(saved["config"]))
         if self.device.type == "cuda":
@@ -115,8 +135,9 @@ class Trainer:
             init_from(self.model, config.init)
         self.ema = EMA(self.model, config.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=tuple(config.betas))
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.milestones),
-                                                              config.gamma)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, list(config.milestones), config.gamma
+        )
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.iteration = 0
@@ -126,9 +147,13 @@ class Trainer:
         self.saved_at = -1
 
         self._prepare_data()
-        self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index]
-                                            if self.device.type == "cuda" else None)
-                    if placement.distributed else self.model)
+        self.net = (
+            DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if placement.distributed
+            else self.model
+        )
         if saved is not None:
             self._restore(saved)
 
@@ -138,11 +163,15 @@ class Trainer:
         changed = recipe_changes(saved, self.cfg)
         fatal = [name for name in changed if name in NETWORK_FIELDS]
         if fatal:
-            raise ConfigError(f"{self.out} holds a run of another network ({', '.join(fatal)} differ); "
-                              "resume it with its own settings or choose another --out")
+            raise ConfigError(
+                f"{self.out} holds a run of another network ({', '.join(fatal)} differ); "
+                "resume it with its own settings or choose another --out"
+            )
         if changed:
-            log.warning("resuming with changed %s: the run is no longer identical to an uninterrupted one",
-                        ", ".join(changed))
+            log.warning(
+                "resuming with changed %s: the run is no longer identical to an uninterrupted one",
+                ", ".join(changed),
+            )
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.cfg.amp or self.device.type != "cuda":
@@ -162,7 +191,9 @@ class Trainer:
 
         def build() -> PairStore:
             report = (lambda done, total: self._emit("data", done, total)) if self.progress else None
-            return PairStore(paths, cfg.scale, min_lr_size=cfg.patch, cache_dir=cfg.cache_dir, progress=report)
+            return PairStore(
+                paths, cfg.scale, min_lr_size=cfg.patch, cache_dir=cfg.cache_dir, progress=report
+            )
 
         # With a disk cache, the first process of each machine writes it and the others then read it.
         writes_first = self.place.local_rank == 0 or cfg.cache_dir is None
@@ -171,8 +202,11 @@ class Trainer:
         distributed.barrier(self.place)
         if not writes_first:
             self.store = build()
-        self.data_description = {"folders": [Path(d).name for d in cfg.train], "images": len(self.store),
-                                 "held_out_for_validation": len(held)}
+        self.data_description = {
+            "folders": [Path(d).name for d in cfg.train],
+            "images": len(self.store),
+            "held_out_for_validation": len(held),
+        }
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -206,11 +240,16 @@ class Trainer:
 
     def run(self, export: str | Path | None = None) -> TrainResult:
         cfg, place = self.cfg, self.place
-        workers = cfg.workers if cfg.workers is not None else default_workers(self.device,
-                                                                                place.local_world_size)
+        workers = (
+            cfg.workers if cfg.workers is not None else default_workers(self.device, place.local_world_size)
+        )
         batches = IterationBatches(self.iteration, cfg.iters, cfg.batch, place.rank, place.world_size)
-        loader = make_loader(PatchDataset(self.store, cfg.patch, cfg.seed), batches, workers,
-                             pin_memory=self.device.type == "cuda")
+        loader = make_loader(
+            PatchDataset(self.store, cfg.patch, cfg.seed),
+            batches,
+            workers,
+            pin_memory=self.device.type == "cuda",
+        )
         if place.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -255,9 +294,15 @@ class Trainer:
             if runlog is not None:
                 runlog.close()
         self._emit("end")
-        return TrainResult(out=self.out, iteration=self.iteration, stopped=stopped,
-                           state=self.out / STATE_FILE, weights=self.out / EMA_FILE,
-                           validations=self.validations, best_psnr=self.best["psnr"] if self.best else None)
+        return TrainResult(
+            out=self.out,
+            iteration=self.iteration,
+            stopped=stopped,
+            state=self.out / STATE_FILE,
+            weights=self.out / EMA_FILE,
+            validations=self.validations,
+            best_psnr=self.best["psnr"] if self.best else None,
+        )
 
     def step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         """One optimiser step on a uint8 batch; returns the detached loss (no host sync)."""
@@ -279,18 +324,24 @@ class Trainer:
     def _validate(self, runlog: RunLog | None) -> None:
         """Score the EMA network on every validation set (rank 0; the others wait)."""
         if self.place.main and self.val_sets:
-            results = tuple(validate(self.ema.module, images, self.cfg.scale, self.device)
-                            for images in self.val_sets)
+            results = tuple(
+                validate(self.ema.module, images, self.cfg.scale, self.device) for images in self.val_sets
+            )
             self.validations, self.validated_at = results, self.iteration
             for result in results:
                 if runlog is not None:
-                    runlog.val(self.iteration, result.name, result.images, result.psnr, result.ssim,
-                               result.seconds)
+                    runlog.val(
+                        self.iteration, result.name, result.images, result.psnr, result.ssim, result.seconds
+                    )
                 self._emit("val", validation=result)
             first = results[0]
             if self.best is None or first.psnr > self.best["psnr"]:
-                self.best = {"psnr": first.psnr, "ssim": first.ssim, "set": first.name,
-                             "iteration": self.iteration}
+                self.best = {
+                    "psnr": first.psnr,
+                    "ssim": first.ssim,
+                    "set": first.name,
+                    "iteration": self.iteration,
+                }
                 export_weights(self.ema.module, self.out / BEST_FILE, **self._provenance())
         distributed.barrier(self.place)
 
@@ -299,19 +350,22 @@ class Trainer:
         self.saved_at = self.iteration
         if not self.place.main:
             return
-        save_state(self.out / STATE_FILE, {
-            "iteration": self.iteration,
-            "config": self.cfg.to_dict(),
-            "model_config": self.model.config.to_dict(),
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best": self.best,
-            "validated_at": self.validated_at,
-            "validations": [vars(v) for v in self.validations],
-        })
+        save_state(
+            self.out / STATE_FILE,
+            {
+                "iteration": self.iteration,
+                "config": self.cfg.to_dict(),
+                "model_config": self.model.config.to_dict(),
+                "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "best": self.best,
+                "validated_at": self.validated_at,
+                "validations": [vars(v) for v in self.validations],
+            },
+        )
         export_weights(self.ema.module, self.out / EMA_FILE, **self._provenance())
         self._emit("save")
 
@@ -322,16 +376,39 @@ class Trainer:
             "trained_with": f"mma-sr {__version__}",
             "data": self.data_description,
             "iterations": self.iteration,
-            "recipe": {k: recipe[k] for k in ("patch", "batch", "iters", "lr", "milestones", "gamma", "betas",
-                                              "ema", "seed", "init")},
+            "recipe": {
+                k: recipe[k]
+                for k in (
+                    "patch",
+                    "batch",
+                    "iters",
+                    "lr",
+                    "milestones",
+                    "gamma",
+                    "betas",
+                    "ema",
+                    "seed",
+                    "init",
+                )
+            },
         }
         if self.validations and self.validated_at == self.iteration:
             first = self.validations[0]
-            provenance.update(val_set=first.name, val_images=first.images, val_psnr=round(first.psnr, 4),
-                              val_ssim=round(first.ssim, 5))
+            provenance.update(
+                val_set=first.name,
+                val_images=first.images,
+                val_psnr=round(first.psnr, 4),
+                val_ssim=round(first.ssim, 5),
+            )
         return provenance
 
     def _emit(self, kind: str, iteration: int | None = None, iters: int | None = None, **fields: Any) -> None:
         if self.progress is not None:
-            self.progress(TrainEvent(kind, self.iteration if iteration is None else iteration,
-                                     self.cfg.iters if iters is None else iters, **fields))
+            self.progress(
+                TrainEvent(
+                    kind,
+                    self.iteration if iteration is None else iteration,
+                    self.cfg.iters if iters is None else iters,
+                    **fields,
+                )
+            )

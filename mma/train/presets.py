@@ -23,8 +23,11 @@ _PAPER_COMMON: dict[str, Any] = {
 }
 
 # Paper Sec. 4.1: pre-training on ImageNet, then fine-tuning on DF2K, each scale trained separately.
-_PRETRAIN: dict[str, Any] = {"iters": 800_000, "lr": 2e-4,
-                             "milestones": (300_000, 500_000, 650_000, 700_000, 750_000)}
+_PRETRAIN: dict[str, Any] = {
+    "iters": 800_000,
+    "lr": 2e-4,
+    "milestones": (300_000, 500_000, 650_000, 700_000, 750_000),
+}
 _FINETUNE: dict[str, Any] = {"iters": 250_000, "lr": 1e-5, "milestones": (125_000, 200_000, 225_000, 240_000)}
 
 # CPU recipes: MMA-T, small batches and patches so one step takes seconds, frequent checkpoints so a run
@@ -64,7 +67,9 @@ _RECIPES: dict[str, dict[str, Any]] = {
     "cpu-small": _CPU_SMALL,
     "cpu-tiny": _CPU_TINY,
 }
-PRESETS: dict[str, dict[str, Any]] = {name: {"out": f"runs/{name}", **recipe} for name, recipe in _RECIPES.items()}
+PRESETS: dict[str, dict[str, Any]] = {
+    name: {"out": f"runs/{name}", **recipe} for name, recipe in _RECIPES.items()
+}
 
 DESCRIPTIONS: dict[str, str] = {
     **{f"pretrain-x{s}": f"paper pre-training at x{s}: 800K it, lr 2e-4, batch 64 (GPUs)" for s in SCALES},

@@ -5,7 +5,6 @@ is the same number `mma eval` reports: MATLAB-bicubic LR, whole-image inference,
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,5 +50,10 @@ def validate(model: nn.Module, images: ValidationSet, scale: int, device: torch.
     start = time.perf_counter()
     upscaler = network_upscaler(model, device)
     scores = [evaluate_image(path.name, read_rgb(path), scale, upscaler)[1] for path in images.images]
-    return Validation(images.name, len(scores), float(np.mean([s.psnr for s in scores])),
-                      float(np.mean([s.ssim for s in scores])), time.perf_counter() - start)
+    return Validation(
+        images.name,
+        len(scores),
+        float(np.mean([s.psnr for s in scores])),
+        float(np.mean([s.ssim for s in scores])),
+        time.perf_counter() - start,
+    )
