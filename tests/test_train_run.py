@@ -157,7 +157,15 @@ def finished(images: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Tr
     """24 iterations at lr 2e-3 with one held-out image, exported at the end."""
     out = tmp_path_factory.mktemp("run") / "out"
     cfg = _config(
-        images, out, iters=24, lr=2e-3, milestones=[12, 20], val_split=1, val_every=12, save_every=12
+        images,
+        out,
+        iters=24,
+        lr=2e-3,
+        milestones=[12, 20],
+        val_split=1,
+        val_every=12,
+        save_every=12,
+        val=str(images),
     )
     events: list[TrainEvent] = []
     train(cfg, export=out / "final.safetensors", progress=events.append)
@@ -169,14 +177,8 @@ def test_a_short_cpu_run_lowers_the_loss(finished: tuple[TrainConfig, list[Train
     losses = [float(row["loss"]) for row in _read_csv(Path(cfg.out) / "train_log.csv")]
     assert len(losses) == 24 and np.isfinite(losses).all()
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
-    assert [e.kind for e in events if e.kind not in ("step", "log", "data")] == [
-        "start",
-        "val",
-        "save",
-        "val",
-        "save",
-        "end",
-    ]
+    kinds = [e.kind for e in events if e.kind not in ("step", "log", "data")]
+    assert kinds == ["start", "val", "val", "save", "val", "val", "save", "end"]
 
 
 def test_learning_rate_halves_at_the_milestones(finished: tuple[TrainConfig, list[TrainEvent]]) -> None:
@@ -187,7 +189,7 @@ def test_learning_rate_halves_at_the_milestones(finished: tuple[TrainConfig, lis
 
 
 def test_export_holds_the_ema_weights_and_their_provenance(
-    finished: tuple[TrainConfig, list[TrainEvent]],
+    finished: tuple[TrainConfig, list[TrainEvent]], images: Path
 ) -> None:
     cfg, _ = finished
     out = Path(cfg.out)
@@ -198,10 +200,14 @@ def test_export_holds_the_ema_weights_and_their_provenance(
     assert meta["scale"] == 2 and meta["iterations"] == 24 and meta["config"]["num_feat"] == 8
     assert meta["data"] == {"folders": [Path(cfg.train[0]).name], "images": 5, "held_out_for_validation": 1}
     val = _read_csv(out / "val_log.csv")
-    assert [row["iteration"] for row in val] == ["12", "24"] and val[0]["set"] == "held-out"
-    assert meta["val_set"] == "held-out" and meta["val_psnr"] == pytest.approx(
-        float(val[-1]["psnr"]), abs=1e-4
-    )
+    assert [(row["iteration"], row["set"], row["images"]) for row in val] == [
+        ("12", "held-out", "1"),
+        ("12", images.name, "6"),
+        ("24", "held-out", "1"),
+        ("24", images.name, "6"),
+    ]
+    held_out = float(val[2]["psnr"])  # the first set decides "best" and goes into the provenance
+    assert meta["val_set"] == "held-out" and meta["val_psnr"] == pytest.approx(held_out, abs=1e-4)
     assert meta["recipe"]["lr"] == 2e-3 and meta["recipe"]["milestones"] == [12, 20]
     model = model_from_file(out / "final.safetensors")
     assert model.scale == 2 and (out / "best.safetensors").is_file() and (out / "ema.safetensors").is_file()
@@ -311,6 +317,7 @@ def test_ddp_on_two_gloo_processes_matches_one_process(images: Path, tmp_path: P
     (tmp_path / "run.toml").write_text(
         f'train = ["{images}"]\npatch = 8\nbatch = 4\niters = 4\nlr = 1e-3\nmilestones = [3]\n'
         f'log_every = 1\nsave_every = 100\nval_every = 100\nworkers = 0\ndevice = "cpu"\n'
+        f'cache_dir = "{tmp_path / "cache"}"\n'
         f"[model]\nnum_feat = 8\nnum_block = 1\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -340,3 +347,4 @@ def test_ddp_on_two_gloo_processes_matches_one_process(images: Path, tmp_path: P
     for key, value in one["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5)
     assert len(_read_csv(tmp_path / "ddp" / "train_log.csv")) == 4
+    assert len(list((tmp_path / "cache").glob("*-lr.npy"))) == 6  # written once, by local rank 0
