@@ -203,7 +203,7 @@ class Trainer:
         if not writes_first:
             self.store = build()
         self.data_description = {
-            "folders": [Path(d).name for d in cfg.train],
+            "folders": [dataset_name(d) for d in cfg.train],
             "images": len(self.store),
             "held_out_for_validation": len(held),
         }
