@@ -72,8 +72,8 @@ def test_torch_methods_match_reference(method, reverse):
 @pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
 def test_scan_extreme_delta(backend):
     x = _inputs(length=300)
-    x["delta"] = x["delta"].abs() * 10.0  # softplus inputs up to ~+40
-    x["A"] = x["A"] * 20.0
+    x["delta"] = x["delta"] * 10.0  # softplus inputs from about -40 to +40: both tails of softplus
+    x["A"] = x["A"] * 20.0  # decays down to exp(-1000): underflow, never NaN
     out = _scan(backend, x, delta_softplus=True)
     ref = reference.selective_scan(**x, delta_softplus=True)
     assert _rel_err(out, ref) <= 1e-5

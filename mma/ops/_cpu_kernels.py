@@ -2,9 +2,11 @@
 
 Layout: every (batch, X, L) input arrives as a flat 1-D buffer plus its three element strides, so any
 torch view (the model's channels-last transposes included) is read in place, and numba compiles one
-variant per dtype only. Work is split over (batch, block of `BLOCK` channels); the inner loop runs over
-the channels of a block, which LLVM vectorises, with the N states of each channel in a small local
-array. The decay exp(delta*A) uses `fast_exp`, which LLVM can vectorise (libm's exp it cannot).
+variant per dtype only. Work is split over (batch, block of `BLOCK` channels); the inner loops run over
+the channels of a block with a constant trip count, which LLVM vectorises (at 16 it treats the loop as
+too short to vectorise the backward, hence 32), with the N states of each channel in a local array.
+The transcendental functions (exp of the decays, softplus of delta, SiLU of z) are written so that
+LLVM can vectorise them too (libm's exp it cannot); in float64 they are the exact libm forms.
 
 Backward recomputes the states chunk by chunk from the checkpoints that forward stores every `CHUNK`
 steps, then walks each chunk backwards. Gradients of B and C sum over channels; each parallel worker
@@ -21,7 +23,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-BLOCK = 16
+BLOCK = 32
 CHUNK = 64
 
 _LOG2E = np.float32(1.4426950408889634)
@@ -31,6 +33,12 @@ _HI = np.float32(88.0)  # above this float32 exp() overflows: clamped to stay fi
 _HALF = np.float32(0.5)
 # Taylor coefficients 1/k! of exp(r) for |r| <= ln(2)/2; degree 6 leaves a relative error near 1e-7.
 _P = tuple(np.float32(1.0 / math.factorial(k)) for k in range(7))
+# 2/(2k+1): log1p(v) = 2 atanh(s) = sum_k 2 s^(2k+1)/(2k+1), s = v/(2+v) <= 1/3, error below 2e-9.
+_Q = tuple(np.float32(2.0 / (2 * k + 1)) for k in range(9))
+_TWO = np.float32(2.0)
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)  # typed constants: a Python literal would promote float32 arithmetic to float64
+_SOFTPLUS_LINEAR = 20.0  # softplus(x) = x above this, as in torch and mamba
 
 
 def _jit(**options):
@@ -84,6 +92,28 @@ def _fast_exp_overload(x):
     return exp32
 
 
+def softplus(x):
+    """log(1 + exp(x)) without overflow; float32 form vectorisable, float64 via libm."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x))) if x <= _SOFTPLUS_LINEAR else x
+
+
+@overload(softplus)
+def _softplus_overload(x):
+    if x != types.float32:
+        return lambda x: max(x, 0.0) + math.log1p(math.exp(-abs(x))) if x <= _SOFTPLUS_LINEAR else x
+
+    def softplus32(x):
+        v = fast_exp(-abs(x))
+        s = v / (_TWO + v)
+        s2 = s * s
+        q = ((((((((_Q[8] * s2 + _Q[7]) * s2 + _Q[6]) * s2 + _Q[5]) * s2 + _Q[4]) * s2 + _Q[3]) * s2
+               + _Q[2]) * s2 + _Q[1]) * s2 + _Q[0])
+        y = max(x, _ZERO) + s * q
+        return x if x > _SOFTPLUS_LINEAR else y
+
+    return softplus32
+
+
 _OPTS = dict(nogil=True, fastmath={"contract", "reassoc", "arcp"}, error_model="numpy")
 
 
@@ -91,8 +121,8 @@ _OPTS = dict(nogil=True, fastmath={"contract", "reassoc", "arcp"}, error_model="
 def _load(flat, base, stride, c0, dch, dst):
     """dst[c] = channel c0 + c of one (batch, time) row; lanes past the last channel repeat it.
 
-    Every lane stays finite and every loop has the constant trip count BLOCK, which is what lets LLVM
-    vectorise; the unit-stride branch is the channels-last layout the model passes (plain loads).
+    Every lane stays finite and every loop keeps the constant trip count BLOCK; the unit-stride branch
+    is the channels-last layout the model passes (plain vector loads instead of gathers).
     """
     if stride == 1 and c0 + BLOCK <= dch:
         for c in range(BLOCK):
@@ -102,34 +132,50 @@ def _load(flat, base, stride, c0, dch, dst):
             dst[c] = flat[base + min(c0 + c, dch - 1) * stride]
 
 
+@_jit(inline="always", **_OPTS)
+def _load_step(b, t, c0, dch, u, su, delta, sd, z, sz, bias, has_gate, delta_softplus, uu, pre, dt, zz, g):
+    """Channels c0.. at (b, t): u, delta + bias, delta after softplus, z and the gate SiLU(z)."""
+    _load(u, b * su[0] + t * su[2], su[1], c0, dch, uu)
+    _load(delta, b * sd[0] + t * sd[2], sd[1], c0, dch, pre)
+    for c in range(BLOCK):
+        pre[c] += bias[c]
+        dt[c] = softplus(pre[c]) if delta_softplus else pre[c]
+    if has_gate:
+        _load(z, b * sz[0] + t * sz[2], sz[1], c0, dch, zz)
+        for c in range(BLOCK):
+            g[c] = zz[c] / (_ONE + fast_exp(-zz[c]))
+
+
 @_jit(**_OPTS)
-def _forward_block(b, c0, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, reverse, out, ckpt):
+def _forward_block(b, c0, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate, delta_softplus,
+                   reverse, out, ckpt):
     """The scan of channels c0 .. c0+BLOCK-1 of batch item b (see `scan_forward`)."""
     length, dch = out.shape[1], out.shape[2]
     nstate = At.shape[0]
     w = min(BLOCK, dch - c0)
-    save = ckpt.size > 0
-    h = np.zeros((nstate, BLOCK), out.dtype)
-    a_log = np.empty((nstate, BLOCK), out.dtype)
-    skip = np.empty(BLOCK, out.dtype)
-    uu = np.empty(BLOCK, out.dtype)
-    dt = np.empty(BLOCK, out.dtype)
-    du = np.empty(BLOCK, out.dtype)
-    g = np.ones(BLOCK, out.dtype)
-    y = np.empty(BLOCK, out.dtype)
+    dtype = out.dtype
+    h = np.zeros((nstate, BLOCK), dtype)
+    a_log = np.empty((nstate, BLOCK), dtype)
+    skip = np.empty(BLOCK, dtype)
+    bias_c = np.empty(BLOCK, dtype)
+    uu = np.empty(BLOCK, dtype)
+    pre = np.empty(BLOCK, dtype)
+    dt = np.empty(BLOCK, dtype)
+    zz = np.empty(BLOCK, dtype)
+    g = np.ones(BLOCK, dtype)
+    du = np.empty(BLOCK, dtype)
+    y = np.empty(BLOCK, dtype)
     for n in range(nstate):
         _load(At[n], 0, 1, c0, dch, a_log[n])
     _load(Dv, 0, 1, c0, dch, skip)
+    _load(bias, 0, 1, c0, dch, bias_c)
     for s in range(length):
         t = length - 1 - s if reverse else s
-        if save and s % CHUNK == 0:
+        if ckpt.size > 0 and s % CHUNK == 0:
             for n in range(nstate):
                 for c in range(w):
                     ckpt[b, s // CHUNK, n, c0 + c] = h[n, c]
-        _load(u, b * su[0] + t * su[2], su[1], c0, dch, uu)
-        _load(delta, b * sd[0] + t * sd[2], sd[1], c0, dch, dt)
-        if has_gate:
-            _load(gate, b * sg[0] + t * sg[2], sg[1], c0, dch, g)
+        _load_step(b, t, c0, dch, u, su, delta, sd, z, sz, bias_c, has_gate, delta_softplus, uu, pre, dt, zz, g)
         for c in range(BLOCK):
             du[c] = dt[c] * uu[c]
             y[c] = skip[c] * uu[c]
@@ -145,45 +191,53 @@ def _forward_block(b, c0, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, ha
 
 
 @_jit(parallel=True, **_OPTS)
-def scan_forward(u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, reverse, out, ckpt):
-    """out[b, t, c] = (<C_t, h_t> + D u_t) * gate_t for every (b, c); states into ckpt every CHUNK steps.
+def scan_forward(u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate, delta_softplus, reverse,
+                 out, ckpt):
+    """out[b, t, c] = (<C_t, h_t> + D u_t) * SiLU(z_t); the states go to ckpt every CHUNK steps.
 
-    u/delta/gate: flat buffers with strides (batch, channel, time); Bm/Cm likewise (batch, state, time).
-    At: A transposed (N, Dch); out: (batch, L, Dch); ckpt: (batch, chunks, N, Dch), or size 0 for none.
+    u/delta/z: flat buffers with strides (batch, channel, time); Bm/Cm likewise (batch, state, time).
+    At: A transposed (N, Dch); Dv, bias: (Dch,); delta_t = softplus(delta + bias) if delta_softplus.
+    out: (batch, L, Dch); ckpt: (batch, chunks, N, Dch), or size 0 to keep none.
     """
     nblocks = (out.shape[2] + BLOCK - 1) // BLOCK
     for job in numba.prange(out.shape[0] * nblocks):
-        _forward_block(job // nblocks, (job % nblocks) * BLOCK, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc,
-                       At, Dv, has_gate, reverse, out, ckpt)
+        _forward_block(job // nblocks, (job % nblocks) * BLOCK, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At,
+                       Dv, bias, has_gate, delta_softplus, reverse, out, ckpt)
 
 
 @_jit(**_OPTS)
-def _backward_block(b, c0, part, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, reverse,
-                    ckpt, grad, sgr, du_out, ddelta_out, dgate_out, dB_parts, dC_parts, dA_parts, dD_parts):
+def _backward_block(b, c0, part, first, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate,
+                    delta_softplus, reverse, ckpt, grad, sgr, du_out, ddelta_out, dz_out, dB_parts, dC_parts,
+                    dA_parts, dD_parts, dbias_parts):
     """Gradients from channels c0 .. c0+BLOCK-1 of batch item b (see `scan_backward`)."""
     length, dch = du_out.shape[1], du_out.shape[2]
     nstate = At.shape[0]
     w = min(BLOCK, dch - c0)
     dtype = du_out.dtype
-    hs = np.empty((CHUNK + 1, nstate, BLOCK), dtype)  # states of the chunk, hs[i + 1] after step i
+    hs = np.empty((CHUNK + 1, nstate, BLOCK), dtype)  # states of the chunk, hs[i + 1] after its step i
     decays = np.empty((CHUNK, nstate, BLOCK), dtype)
     us = np.empty((CHUNK, BLOCK), dtype)
     dts = np.empty((CHUNK, BLOCK), dtype)
     ys = np.empty((CHUNK, BLOCK), dtype)  # scan output before the gate
+    pres = np.empty((CHUNK, BLOCK), dtype)  # delta + bias
     a_log = np.empty((nstate, BLOCK), dtype)
     skip = np.empty(BLOCK, dtype)
+    bias_c = np.empty(BLOCK, dtype)
     dh = np.zeros((nstate, BLOCK), dtype)
     dA = np.zeros((nstate, BLOCK), dtype)
     dD = np.zeros(BLOCK, dtype)
-    gy = np.empty(BLOCK, dtype)
+    dbias = np.zeros(BLOCK, dtype)
+    zz = np.empty(BLOCK, dtype)
     g = np.ones(BLOCK, dtype)
     gr = np.empty(BLOCK, dtype)
+    gy = np.empty(BLOCK, dtype)
     dus = np.empty(BLOCK, dtype)
     ddt = np.empty(BLOCK, dtype)
     zero = np.zeros(1, dtype)[0]
     for n in range(nstate):
         _load(At[n], 0, 1, c0, dch, a_log[n])
     _load(Dv, 0, 1, c0, dch, skip)
+    _load(bias, 0, 1, c0, dch, bias_c)
     for k in range((length + CHUNK - 1) // CHUNK - 1, -1, -1):
         s0 = k * CHUNK
         steps = min(CHUNK, length - s0)
@@ -192,8 +246,8 @@ def _backward_block(b, c0, part, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At,
                 hs[0, n, c] = ckpt[b, k, n, min(c0 + c, dch - 1)]
         for i in range(steps):  # recompute the chunk as forward did
             t = length - 1 - (s0 + i) if reverse else s0 + i
-            _load(u, b * su[0] + t * su[2], su[1], c0, dch, us[i])
-            _load(delta, b * sd[0] + t * sd[2], sd[1], c0, dch, dts[i])
+            _load_step(b, t, c0, dch, u, su, delta, sd, z, sz, bias_c, False, delta_softplus, us[i], pres[i],
+                       dts[i], zz, g)
             for c in range(BLOCK):
                 ys[i, c] = skip[c] * us[i, c]
             for n in range(nstate):
@@ -207,9 +261,11 @@ def _backward_block(b, c0, part, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At,
                     ys[i, c] += hn * cn
         for i in range(steps - 1, -1, -1):
             t = length - 1 - (s0 + i) if reverse else s0 + i
-            _load(grad, b * sgr[0] + t * sgr[2], sgr[1], c0, dch, gr)
             if has_gate:
-                _load(gate, b * sg[0] + t * sg[2], sg[1], c0, dch, g)
+                _load(z, b * sz[0] + t * sz[2], sz[1], c0, dch, zz)
+                for c in range(BLOCK):
+                    g[c] = zz[c] / (_ONE + fast_exp(-zz[c]))
+            _load(grad, b * sgr[0] + t * sgr[2], sgr[1], c0, dch, gr)
             for c in range(BLOCK):
                 gy[c] = gr[c] * g[c] if c < w else zero  # lanes past the last channel carry no gradient
                 dD[c] += gy[c] * us[i, c]
@@ -229,28 +285,41 @@ def _backward_block(b, c0, part, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At,
                     ddt[c] += d * bn * us[i, c] + da * a_log[n, c]
                     dA[n, c] += da * dts[i, c]
                     dh[n, c] = d * decays[i, n, c]
-                dB_parts[part, b, t, n] += dBn
-                dC_parts[part, b, t, n] += dCn
+                if first:
+                    dB_parts[part, b, t, n] = dBn
+                    dC_parts[part, b, t, n] = dCn
+                else:
+                    dB_parts[part, b, t, n] += dBn
+                    dC_parts[part, b, t, n] += dCn
+            if delta_softplus:  # softplus'(x) = sigmoid(x)
+                for c in range(BLOCK):
+                    ddt[c] = ddt[c] / (_ONE + fast_exp(-pres[i, c]))
+            for c in range(BLOCK):
+                dbias[c] += ddt[c]
             for c in range(w):
                 du_out[b, t, c0 + c] = dus[c]
                 ddelta_out[b, t, c0 + c] = ddt[c]
-            if has_gate:
+            if has_gate:  # SiLU'(z) = s (1 + z (1 - s)), s = sigmoid(z) = SiLU(z) / z
+                for c in range(BLOCK):
+                    sig = _ONE / (_ONE + fast_exp(-zz[c]))
+                    zz[c] = gr[c] * ys[i, c] * sig * (_ONE + zz[c] * (_ONE - sig))
                 for c in range(w):
-                    dgate_out[b, t, c0 + c] = gr[c] * ys[i, c]
+                    dz_out[b, t, c0 + c] = zz[c]
     for c in range(w):
         dD_parts[b, c0 + c] = dD[c]
+        dbias_parts[b, c0 + c] = dbias[c]
         for n in range(nstate):
             dA_parts[b, n, c0 + c] = dA[n, c]
 
 
 @_jit(parallel=True, **_OPTS)
-def scan_backward(u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, reverse, ckpt, grad, sgr,
-                  du_out, ddelta_out, dgate_out, dB_parts, dC_parts, dA_parts, dD_parts):
+def scan_backward(u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate, delta_softplus, reverse,
+                  ckpt, grad, sgr, du_out, ddelta_out, dz_out, dB_parts, dC_parts, dA_parts, dD_parts, dbias_parts):
     """Gradients of `scan_forward` given dL/d(out) in `grad` (flat, strides as u's).
 
-    Writes du/ddelta/dgate (batch, L, Dch) and partial sums: dB_parts/dC_parts (parts, batch, L, N)
-    over channels, one slice per worker of a batch item; dA_parts (batch, N, Dch) and dD_parts
-    (batch, Dch) over time.
+    Writes du/ddelta/dz (batch, L, Dch), ddelta w.r.t. delta before bias and softplus, and partial sums:
+    dB_parts/dC_parts (parts, batch, L, N) over channels, one slice per worker of a batch item;
+    dA_parts (batch, N, Dch), dD_parts and dbias_parts (batch, Dch) over time.
     """
     batch, dch = du_out.shape[0], du_out.shape[2]
     nblocks = (dch + BLOCK - 1) // BLOCK
@@ -260,6 +329,6 @@ def scan_backward(u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv, has_gate, 
         b = job // parts
         part = job % parts
         for blk in range(part * per_part, min(nblocks, (part + 1) * per_part)):
-            _backward_block(b, blk * BLOCK, part, u, su, delta, sd, gate, sg, Bm, sb, Cm, sc, At, Dv,
-                            has_gate, reverse, ckpt, grad, sgr, du_out, ddelta_out, dgate_out, dB_parts,
-                            dC_parts, dA_parts, dD_parts)
+            _backward_block(b, blk * BLOCK, part, blk == part * per_part, u, su, delta, sd, z, sz, Bm, sb, Cm,
+                            sc, At, Dv, bias, has_gate, delta_softplus, reverse, ckpt, grad, sgr, du_out,
+                            ddelta_out, dz_out, dB_parts, dC_parts, dA_parts, dD_parts, dbias_parts)
