@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +88,7 @@ def main() -> None:
         f"{args.warmup} warm-up) -> {1 / seconds:.3f} it/s, {args.batch / seconds:.2f} patches/s; "
         f"last loss {loss:.4f}"
     )
+    print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ _CPU_SMALL: dict[str, Any] = {
     "scale": 2,
     "batch": 16,
     "patch": 48,
-    "iters": 100_000,
+    "iters": 20_000,
     "lr": 5e-4,
-    "milestones": (50_000, 75_000, 90_000, 95_000),
+    "milestones": (10_000, 15_000, 18_000, 19_000),
     "gamma": 0.5,
     "betas": (0.9, 0.99),
     "ema": 0.999,
@@ -74,6 +74,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 DESCRIPTIONS: dict[str, str] = {
     **{f"pretrain-x{s}": f"paper pre-training at x{s}: 800K it, lr 2e-4, batch 64 (GPUs)" for s in SCALES},
     **{f"finetune-x{s}": f"paper fine-tuning at x{s}: 250K it, lr 1e-5, batch 64 (GPUs)" for s in SCALES},
-    "cpu-small": "MMA-T x2 on a CPU: batch 16, LR patch 48, 100K it, lr 5e-4, 10 held-out validation images",
+    "cpu-small": "MMA-T x2 on a CPU: batch 16, LR patch 48, 20K it, lr 5e-4, 10 held-out validation images",
     "cpu-tiny": "a 16-feature, 2-block network for a minutes-long smoke run on a CPU",
 }
