@@ -43,13 +43,14 @@ def selective_scan(
         delta = delta + delta_bias.double()[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    batch, channels, length = u.shape
+    batch, channels, _ = u.shape
     h = u.new_zeros(batch, channels, A.shape[1])
     ys = []
-    for t in range(length):
-        decay = torch.exp(delta[:, :, t, None] * A)
-        h = decay * h + (delta[:, :, t] * u[:, :, t])[:, :, None] * B[:, None, :, t]
-        ys.append((h * C[:, None, :, t]).sum(-1))
+    # unbind once: indexing inside the loop would make autograd's backward quadratic in L
+    for u_t, delta_t, B_t, C_t in zip(u.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1)):
+        decay = torch.exp(delta_t[:, :, None] * A)
+        h = decay * h + (delta_t * u_t)[:, :, None] * B_t[:, None, :]
+        ys.append((h * C_t[:, None, :]).sum(-1))
     y = torch.stack(ys, dim=-1)
     if D is not None:
         y = y + D.double()[:, None] * u
