@@ -35,16 +35,16 @@ def make_inputs(batch: int, channels: int, length: int, nstate: int, grad: bool)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randn(batch, length, 3 * channels, generator=g)
     bc = torch.randn(batch, length, 2 * nstate, generator=g)
-    x = dict(
-        u=tokens[..., :channels].transpose(1, 2),
-        delta=(tokens[..., channels : 2 * channels] - 2).transpose(1, 2),
-        z=tokens[..., 2 * channels :].transpose(1, 2),
-        B=bc[..., :nstate].transpose(1, 2),
-        C=bc[..., nstate:].transpose(1, 2),
-        A=-torch.arange(1, nstate + 1, dtype=torch.float32).repeat(channels, 1),
-        D=torch.ones(channels),
-        delta_bias=torch.full((channels,), -3.0),
-    )
+    x = {
+        "u": tokens[..., :channels].transpose(1, 2),
+        "delta": (tokens[..., channels : 2 * channels] - 2).transpose(1, 2),
+        "z": tokens[..., 2 * channels :].transpose(1, 2),
+        "B": bc[..., :nstate].transpose(1, 2),
+        "C": bc[..., nstate:].transpose(1, 2),
+        "A": -torch.arange(1, nstate + 1, dtype=torch.float32).repeat(channels, 1),
+        "D": torch.ones(channels),
+        "delta_bias": torch.full((channels,), -3.0),
+    }
     if grad:
         x = {k: v.detach().requires_grad_(True) for k, v in x.items()}
     return x

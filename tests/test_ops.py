@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from mma.errors import BackendUnavailableError, ConfigError
-from mma.ops import available_backends, causal_conv1d, reference, resolve_backend, selective_scan
-from mma.ops import scan_torch
+from mma.ops import available_backends, causal_conv1d, reference, resolve_backend, scan_torch, selective_scan
 
 USABLE = [name for name, reason in available_backends().items() if reason is None]
 
@@ -31,7 +30,7 @@ def _inputs(batch=2, dch=20, n=16, length=50, dtype=torch.float32, delta_scale=1
     B, C = bc[..., :n].transpose(1, 2), bc[..., n:].transpose(1, 2)
     A = -torch.exp(rand(dch, n))
     D, delta_bias = rand(dch), rand(dch) * 0.5
-    tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
     if grad:
         tensors = {k: v.detach().clone().requires_grad_(True) for k, v in tensors.items()}
     return tensors

@@ -114,7 +114,7 @@ def _softplus_overload(x):
     return softplus32
 
 
-_OPTS = dict(nogil=True, fastmath={"contract", "reassoc", "arcp"}, error_model="numpy")
+_OPTS = {"nogil": True, "fastmath": {"contract", "reassoc", "arcp"}, "error_model": "numpy"}
 
 
 @_jit(inline="always", **_OPTS)

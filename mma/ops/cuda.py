@@ -7,14 +7,14 @@ function and a missing or broken install shows up as a reason string, never as a
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 import torch
 from torch import Tensor
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load() -> tuple[Callable | None, Callable | None, str | None]:
     """(selective_scan_fn, causal_conv1d_fn or None, reason the backend cannot run or None)."""
     if not torch.cuda.is_available():
@@ -24,11 +24,11 @@ def _load() -> tuple[Callable | None, Callable | None, str | None]:
         )
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception as exc:  # a broken build raises more than ImportError
+    except Exception as exc:  # noqa: BLE001  (a broken build raises more than ImportError)
         return None, None, f"mamba-ssm does not import ({exc}); install it with `pip install mma-sr[cuda]`"
     try:
         from causal_conv1d import causal_conv1d_fn
-    except Exception:
+    except Exception:  # noqa: BLE001
         causal_conv1d_fn = None  # optional: the torch conv is used instead
     return selective_scan_fn, causal_conv1d_fn, None
 

@@ -8,7 +8,7 @@ PyTorch, any device). Optional ones are probed lazily, so a missing package is a
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -8,19 +8,19 @@ keeps just the states every CHUNK steps for backward, which recomputes the rest.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
 from torch import Tensor
 
 
-@lru_cache(maxsize=None)
+@cache
 def unavailable_reason() -> str | None:
     """None when numba imports and the kernels load, else why not."""
     try:
         from mma.ops import _cpu_kernels  # noqa: F401  (compiles lazily, on first call)
-    except Exception as exc:  # numba missing, or incompatible with this numpy/llvmlite
+    except Exception as exc:  # noqa: BLE001  (numba missing, or incompatible with this numpy/llvmlite)
         return f"numba does not work here ({exc}); install it with `pip install numba`"
     return None
 
@@ -84,8 +84,7 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        u, delta, A, B, C, D, z, delta_bias = saved
+        saved = ctx.saved_tensors  # u, delta, A, B, C, D, z, delta_bias
         grads = _backward(_Inputs(*saved, *ctx.flags), ctx.states, grad)
         return (*(g.to(t.dtype) if t is not None else None for g, t in zip(grads, saved)), None, None)
 
