@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -59,6 +61,26 @@ def test_scan_optional_inputs_and_contiguous_layout(backend):
     assert _rel_err(out, ref) <= 1e-5
 
 
+@pytest.mark.parametrize("backend", USABLE)
+def test_scan_reads_any_strides(backend):
+    x = _inputs(batch=3, dch=5, n=4, length=80)
+    x["u"] = torch.randn(3, 5, 160)[..., ::2]  # every other token
+    x["B"] = torch.randn(1, 4, 80).expand(3, 4, 80)  # stride 0 over the batch
+    x["C"] = torch.randn(4, 80, 3).permute(2, 0, 1)  # batch innermost
+    out = selective_scan(**x, delta_softplus=True, backend=backend)
+    ref = reference.selective_scan(**x, delta_softplus=True)
+    assert _rel_err(out, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_scan_half_inputs_keep_their_dtype(backend, dtype):
+    x = _inputs(batch=1, dch=6, n=4, length=40)
+    out = selective_scan(**{k: v.to(dtype) for k, v in x.items()}, delta_softplus=True, backend=backend)
+    ref = reference.selective_scan(**{k: v.to(dtype) for k, v in x.items()}, delta_softplus=True)
+    assert out.dtype == dtype and _rel_err(out, ref) <= 1e-2
+
+
 @pytest.mark.parametrize("method", ["loop", "chunked"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_torch_methods_match_reference(method, reverse):
@@ -78,11 +100,16 @@ def test_scan_extreme_delta(backend):
     assert _rel_err(out, ref) <= 1e-5
 
 
+@functools.cache
+def _long_case() -> tuple[dict, torch.Tensor]:
+    x = _inputs(batch=1, dch=3, n=4, length=65_536, delta_scale=3.0)
+    return x, reference.selective_scan(**x, delta_softplus=True, reverse=True)
+
+
 @pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
 def test_scan_long_sequence_is_finite_and_exact(backend):
-    x = _inputs(batch=1, dch=3, n=4, length=65_536, delta_scale=3.0)
+    x, ref = _long_case()
     out = _scan(backend, x, delta_softplus=True, reverse=True)
-    ref = reference.selective_scan(**x, delta_softplus=True, reverse=True)
     assert _rel_err(out, ref) <= 1e-5
 
 
@@ -149,6 +176,16 @@ def test_unavailable_backend_says_why_and_what_to_install():
         pytest.skip("the cuda backend is usable here")
     with pytest.raises(BackendUnavailableError, match=r"'cuda' is unavailable.*pip install mma-sr\[cuda\]"):
         resolve_backend("cuda", "cpu")
+
+
+def test_cpu_backend_without_numba_says_what_to_install(monkeypatch):
+    from mma.ops import dispatch
+
+    monkeypatch.setattr(dispatch.scan_cpu, "unavailable_reason", lambda: "numba does not work here (x); "
+                        "install it with `pip install numba`")
+    with pytest.raises(BackendUnavailableError, match=r"'cpu' is unavailable.*pip install numba"):
+        resolve_backend("cpu", "cpu")
+    assert resolve_backend(None, "cpu") == "torch"
 
 
 def test_backend_on_wrong_device_is_refused():
