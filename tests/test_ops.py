@@ -84,7 +84,7 @@ def test_scan_half_inputs_keep_their_dtype(backend, dtype):
 @pytest.mark.parametrize("method", ["loop", "chunked"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_torch_methods_match_reference(method, reverse):
-    x = _inputs(length=150)  # not a multiple of the chunk length
+    x = _inputs(length=1100)  # several segments, not a multiple of the chunk length
     out = scan_torch.selective_scan(**x, delta_softplus=True, reverse=reverse, method=method)
     ref = reference.selective_scan(**x, delta_softplus=True, reverse=reverse)
     assert _rel_err(out, ref) <= 1e-5
@@ -122,8 +122,8 @@ def _scan(backend: str, x: dict, **kw) -> torch.Tensor:
 @pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_scan_gradients_match_reference(backend, reverse):
-    x = _inputs(batch=2, dch=9, n=6, length=140, grad=True)
-    weight = torch.randn(2, 9, 140, generator=torch.Generator().manual_seed(1))
+    x = _inputs(batch=2, dch=9, n=6, length=600, grad=True)  # several checkpoints and torch segments
+    weight = torch.randn(2, 9, 600, generator=torch.Generator().manual_seed(1))
     out = _scan(backend, x, delta_softplus=True, reverse=reverse)
     grads = torch.autograd.grad((out * weight).sum(), list(x.values()))
     ref = reference.selective_scan(**x, delta_softplus=True, reverse=reverse)

@@ -7,6 +7,8 @@ instead of producing inf/NaN):
   kernel launches are cheap; indexing inside the loop would make backward quadratic.
 - `chunked`: a doubling (Hillis-Steele) scan inside chunks of `CHUNK` tokens, then a short loop over
   chunks carrying the state. Far fewer kernel launches, which is what a GPU needs.
+Either way the per-token (batch, D, N) decays and inputs are built `SEGMENT` tokens at a time, the state
+carried between segments, so a forward without autograd needs memory for one segment, not for all of L.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 CHUNK = 64
+SEGMENT = 512
 
 
 def selective_scan(
@@ -35,6 +38,9 @@ def selective_scan(
     """Same contract as `mma.ops.selective_scan`; `method` ("loop"/"chunked") defaults by device."""
     if method is None:
         method = "loop" if u.device.type == "cpu" else "chunked"
+    if method not in ("loop", "chunked"):
+        raise ValueError(f"unknown method {method!r}")
+    scan = _scan_loop if method == "loop" else _scan_chunked
     out_dtype = u.dtype
     compute = torch.promote_types(u.dtype, torch.float32)
     u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
@@ -42,17 +48,19 @@ def selective_scan(
         delta = delta + delta_bias.to(compute)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    # (L, batch, Dch, N) so that each time step is one contiguous slab.
-    delta_t = delta.permute(2, 0, 1)
-    decay = torch.exp(delta_t[..., None] * A)
-    drive = (delta_t * u.permute(2, 0, 1))[..., None] * B.permute(2, 0, 1)[:, :, None, :]
-    if method == "loop":
-        states = _scan_loop(decay, drive, reverse)
-    elif method == "chunked":
-        states = _scan_chunked(decay, drive, reverse)
-    else:
-        raise ValueError(f"unknown method {method!r}")
-    y = torch.einsum("lbdn,bnl->bdl", states, C)
+    # time-major views, (L, batch, ...), so that a segment is a contiguous run of slabs
+    u_t, delta_t, B_t, C_t = (t.permute(2, 0, 1) for t in (u, delta, B, C))
+    starts = range(0, u.shape[-1], SEGMENT)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = {}
+    for start in reversed(starts) if reverse else starts:
+        seg = slice(start, start + SEGMENT)
+        decay = torch.exp(delta_t[seg, ..., None] * A)
+        drive = (delta_t[seg] * u_t[seg])[..., None] * B_t[seg, :, None, :]
+        states = scan(decay, drive, h, reverse)
+        h = states[0] if reverse else states[-1]
+        ys[start] = torch.einsum("lbdn,lbn->lbd", states, C_t[seg])
+    y = torch.cat([ys[start] for start in starts]).permute(1, 2, 0)
     if D is not None:
         y = y + D.to(compute)[:, None] * u
     if z is not None:
@@ -60,11 +68,10 @@ def selective_scan(
     return y.to(out_dtype)
 
 
-def _scan_loop(decay: Tensor, drive: Tensor, reverse: bool) -> Tensor:
-    """h_t = decay_t * h_{t-1} + drive_t over axis 0, one step per token."""
+def _scan_loop(decay: Tensor, drive: Tensor, h: Tensor, reverse: bool) -> Tensor:
+    """h_t = decay_t * h_{t-1} + drive_t over axis 0 from state h, one step per token."""
     steps = range(decay.shape[0] - 1, -1, -1) if reverse else range(decay.shape[0])
     decays, drives = decay.unbind(0), drive.unbind(0)
-    h = torch.zeros_like(drives[0])
     states: list[Tensor] = [h] * decay.shape[0]
     for t in steps:
         h = torch.addcmul(drives[t], decays[t], h)
@@ -72,10 +79,10 @@ def _scan_loop(decay: Tensor, drive: Tensor, reverse: bool) -> Tensor:
     return torch.stack(states)
 
 
-def _scan_chunked(decay: Tensor, drive: Tensor, reverse: bool) -> Tensor:
+def _scan_chunked(decay: Tensor, drive: Tensor, h: Tensor, reverse: bool) -> Tensor:
     """Same recurrence: doubling scan within chunks, then carry the state across chunks."""
     if reverse:
-        return _scan_chunked(decay.flip(0), drive.flip(0), False).flip(0)
+        return _scan_chunked(decay.flip(0), drive.flip(0), h, False).flip(0)
     length = decay.shape[0]
     pad = (-length) % CHUNK
     if pad:  # identity steps (decay 1, drive 0) at the end do not change earlier states
@@ -91,10 +98,9 @@ def _scan_chunked(decay: Tensor, drive: Tensor, reverse: bool) -> Tensor:
         a = torch.cat([a[:, :offset], a[:, offset:] * a[:, :-offset]], 1)
         offset *= 2
     # a[:, i], b[:, i] now map the state before the chunk to the state after its step i.
-    carry = torch.zeros_like(b[0, 0])
     chunk_states = []
     for a_c, b_c in zip(a.unbind(0), b.unbind(0)):
-        h_c = torch.addcmul(b_c, a_c, carry)
+        h_c = torch.addcmul(b_c, a_c, h)
         chunk_states.append(h_c)
-        carry = h_c[-1]
+        h = h_c[-1]
     return torch.cat(chunk_states)[:length]
