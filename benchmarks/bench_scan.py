@@ -102,7 +102,9 @@ def cell(ms: float | None) -> str:
 
 
 def ratio(ms: float | None, ref: float | None) -> str:
-    return "" if ms is None or ref is None else f"{ref / ms:,.0f}x"
+    if ms is None or ref is None:
+        return ""
+    return f"{ref / ms:.1f}x" if ref / ms < 10 else f"{ref / ms:,.0f}x"
 
 
 def main() -> None:
