@@ -277,7 +277,9 @@ class Trainer:
                 paused = time.perf_counter()  # the speed counts training steps, not validation or saving
                 if it % cfg.val_every == 0:
                     self._validate(runlog)
-                stopped = distributed.any_process(self.stop is not None and self.stop.is_set(), place)
+                # Processes agree on stopping at log points only: agreeing is a host-device sync.
+                if not place.distributed or it % cfg.log_every == 0:
+                    stopped = distributed.any_process(self.stop is not None and self.stop.is_set(), place)
                 if it % cfg.save_every == 0 or stopped:
                     self._save()
                 if stopped:
