@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -79,6 +82,31 @@ def test_scan_half_inputs_keep_their_dtype(backend, dtype):
     out = selective_scan(**{k: v.to(dtype) for k, v in x.items()}, delta_softplus=True, backend=backend)
     ref = reference.selective_scan(**{k: v.to(dtype) for k, v in x.items()}, delta_softplus=True)
     assert out.dtype == dtype and _rel_err(out, ref) <= 1e-2
+
+
+def _scan_in_child(queue) -> None:
+    x = _inputs(batch=1, dch=40, n=4, length=100)
+    queue.put(selective_scan(**x, delta_softplus=True).abs().sum().item())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_scan_works_in_a_forked_child_after_the_parent_used_it():
+    x = _inputs(batch=1, dch=40, n=4, length=100)
+    expected = selective_scan(**x, delta_softplus=True).abs().sum().item()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_scan_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and queue.get(timeout=5) == expected
+
+
+def test_scan_from_several_threads_at_once():
+    x = _inputs(batch=3, dch=70, n=4, length=200)
+    expected = selective_scan(**x, delta_softplus=True)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: selective_scan(**x, delta_softplus=True), range(8)))
+    assert all(torch.equal(r, expected) for r in results)
 
 
 @pytest.mark.parametrize("method", ["loop", "chunked"])

@@ -9,8 +9,12 @@ The transcendental functions (exp of the decays, softplus of delta, SiLU of z) a
 LLVM can vectorise them too (libm's exp it cannot); in float64 they are the exact libm forms.
 
 Backward recomputes the states chunk by chunk from the checkpoints that forward stores every `CHUNK`
-steps, then walks each chunk backwards. Gradients of B and C sum over channels; each parallel worker
-adds into its own slice (`parts` axis) and the caller sums the slices.
+steps, then walks each chunk backwards. Gradients of B and C sum over channels; each worker adds into
+its own slice (`parts` axis) and the caller sums the slices.
+
+The kernels are serial over a range of jobs and release the GIL; the caller runs ranges on Python
+threads. numba's own parallel layer is avoided on purpose: its GNU OpenMP layer aborts a forked child
+that uses it, and its fallback layer aborts on concurrent calls from several threads.
 """
 
 from __future__ import annotations
@@ -190,17 +194,18 @@ def _forward_block(b, c0, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias,
             out[b, t, c0 + c] = y[c] * g[c]
 
 
-@_jit(parallel=True, **_OPTS)
-def scan_forward(u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate, delta_softplus, reverse,
-                 out, ckpt):
+@_jit(**_OPTS)
+def scan_forward(first_job, end_job, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate,
+                 delta_softplus, reverse, out, ckpt):
     """out[b, t, c] = (<C_t, h_t> + D u_t) * SiLU(z_t); the states go to ckpt every CHUNK steps.
 
     u/delta/z: flat buffers with strides (batch, channel, time); Bm/Cm likewise (batch, state, time).
     At: A transposed (N, Dch); Dv, bias: (Dch,); delta_t = softplus(delta + bias) if delta_softplus.
-    out: (batch, L, Dch); ckpt: (batch, chunks, N, Dch), or size 0 to keep none.
+    out: (batch, L, Dch); ckpt: (batch, chunks, N, Dch), or size 0 to keep none. Runs jobs
+    first_job .. end_job - 1 of the batch x channel-block grid (one job = one block of one batch item).
     """
     nblocks = (out.shape[2] + BLOCK - 1) // BLOCK
-    for job in numba.prange(out.shape[0] * nblocks):
+    for job in range(first_job, end_job):
         _forward_block(job // nblocks, (job % nblocks) * BLOCK, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At,
                        Dv, bias, has_gate, delta_softplus, reverse, out, ckpt)
 
@@ -312,20 +317,22 @@ def _backward_block(b, c0, part, first, u, su, delta, sd, z, sz, Bm, sb, Cm, sc,
             dA_parts[b, n, c0 + c] = dA[n, c]
 
 
-@_jit(parallel=True, **_OPTS)
-def scan_backward(u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate, delta_softplus, reverse,
-                  ckpt, grad, sgr, du_out, ddelta_out, dz_out, dB_parts, dC_parts, dA_parts, dD_parts, dbias_parts):
+@_jit(**_OPTS)
+def scan_backward(first_job, end_job, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate,
+                  delta_softplus, reverse, ckpt, grad, sgr, du_out, ddelta_out, dz_out, dB_parts, dC_parts, dA_parts,
+                  dD_parts, dbias_parts):
     """Gradients of `scan_forward` given dL/d(out) in `grad` (flat, strides as u's).
 
     Writes du/ddelta/dz (batch, L, Dch), ddelta w.r.t. delta before bias and softplus, and partial sums:
     dB_parts/dC_parts (parts, batch, L, N) over channels, one slice per worker of a batch item;
-    dA_parts (batch, N, Dch), dD_parts and dbias_parts (batch, Dch) over time.
+    dA_parts (batch, N, Dch), dD_parts and dbias_parts (batch, Dch) over time. Runs jobs first_job ..
+    end_job - 1 of the batch x parts grid (one job = the blocks of one part of one batch item).
     """
-    batch, dch = du_out.shape[0], du_out.shape[2]
+    dch = du_out.shape[2]
     nblocks = (dch + BLOCK - 1) // BLOCK
     parts = dB_parts.shape[0]
     per_part = (nblocks + parts - 1) // parts
-    for job in numba.prange(batch * parts):
+    for job in range(first_job, end_job):
         b = job // parts
         part = job % parts
         for blk in range(part * per_part, min(nblocks, (part + 1) * per_part)):

@@ -8,6 +8,9 @@ keeps just the states every CHUNK steps for backward, which recomputes the rest.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
@@ -97,29 +100,55 @@ def _forward(x: _Inputs, keep_states: bool) -> tuple[Tensor, Tensor]:
     out = torch.empty(batch, length, dch, dtype=x.dtype)
     chunks = (length + k.CHUNK - 1) // k.CHUNK if keep_states else 0
     states = torch.empty(batch, chunks, nstate, dch, dtype=x.dtype)
-    k.scan_forward(*x.args, out.numpy(), states.numpy())
+    _run(k.scan_forward, batch * -(-dch // k.BLOCK), (*x.args, out.numpy(), states.numpy()))
     return out.transpose(1, 2), states
 
 
 def _backward(x: _Inputs, states: Tensor, grad: Tensor) -> tuple[Tensor, ...]:
     """Gradients of (u, delta, A, B, C, D, z, delta_bias) from the kernel and its partial sums."""
-    import numba
-
     from mma.ops import _cpu_kernels as k
 
     batch, dch, length, nstate = x.shape
     nblocks = (dch + k.BLOCK - 1) // k.BLOCK
-    parts = min(nblocks, -(-numba.get_num_threads() // batch))  # enough workers even at batch 1
+    parts = min(nblocks, -(-torch.get_num_threads() // batch))  # enough jobs for every thread even at batch 1
     du, ddelta = (torch.empty(batch, length, dch, dtype=x.dtype) for _ in range(2))
     dz = torch.empty((batch, length, dch) if x.has_gate else (1, 1, 1), dtype=x.dtype)
     dB_parts, dC_parts = (torch.empty(parts, batch, length, nstate, dtype=x.dtype) for _ in range(2))
     dA_parts = torch.empty(batch, nstate, dch, dtype=x.dtype)
     dD_parts, dbias_parts = (torch.empty(batch, dch, dtype=x.dtype) for _ in range(2))
-    k.scan_backward(
+    _run(k.scan_backward, batch * parts, (
         *x.args, states.numpy(), *_flat(grad.to(x.dtype)), du.numpy(), ddelta.numpy(), dz.numpy(),
         dB_parts.numpy(), dC_parts.numpy(), dA_parts.numpy(), dD_parts.numpy(), dbias_parts.numpy(),
-    )
+    ))
     return (
         du.transpose(1, 2), ddelta.transpose(1, 2), dA_parts.sum(0).t(), dB_parts.sum(0).transpose(1, 2),
         dC_parts.sum(0).transpose(1, 2), dD_parts.sum(0), dz.transpose(1, 2), dbias_parts.sum(0),
     )
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}  # helper threads by count; emptied in a forked child
+_pools_lock = threading.Lock()
+
+
+def _run(kernel, jobs: int, args: tuple) -> None:
+    """kernel(first, end, *args) over jobs 0..jobs-1, split evenly over torch.get_num_threads() threads.
+
+    The kernels release the GIL, so plain Python threads run them in parallel; the calling thread takes
+    the first share. Thread pools do not survive fork(), so a forked child starts its own.
+    """
+    workers = max(1, min(torch.get_num_threads(), jobs))
+    bounds = [jobs * i // workers for i in range(workers + 1)]
+    if workers == 1:
+        kernel(0, jobs, *args)
+        return
+    with _pools_lock:
+        pool = _pools.get(workers - 1)
+        if pool is None:
+            pool = _pools[workers - 1] = ThreadPoolExecutor(workers - 1, thread_name_prefix="mma-scan")
+    futures = [pool.submit(kernel, bounds[i], bounds[i + 1], *args) for i in range(1, workers)]
+    kernel(bounds[0], bounds[1], *args)
+    for future in futures:
+        future.result()
+
+
+os.register_at_fork(after_in_child=_pools.clear)
