@@ -147,9 +147,7 @@ def network_speed(device: torch.device, backends: list[str], repeat: int) -> Non
             image = torch.rand(1, 3, size, size, device=device)
             for backend in backends:
                 for dtype in (torch.float32, torch.bfloat16):
-                    for module in model.modules():
-                        if hasattr(module, "scan_backend"):
-                            module.scan_backend = backend
+                    model.set_scan_backend(backend)
                     torch.cuda.reset_peak_memory_stats()
                     try:
                         with torch.no_grad(), torch.autocast("cuda", dtype, enabled=dtype != torch.float32):
