@@ -213,7 +213,7 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkey
     before = target.read_bytes()
 
     def explode(self, fp, *args, **kwargs):
-        fp.write(b"half an image")
+        Path(fp).write_bytes(b"half an image")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Image.Image, "save", explode)

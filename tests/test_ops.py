@@ -85,6 +85,7 @@ def test_scan_half_inputs_keep_their_dtype(backend, dtype):
 
 
 def _scan_in_child(queue) -> None:
+    torch.set_num_threads(1)  # as DataLoader workers do: torch's own OpenMP pool is not fork-safe
     x = _inputs(batch=1, dch=40, n=4, length=100)
     queue.put(selective_scan(**x, delta_softplus=True).abs().sum().item())
 
@@ -98,6 +99,9 @@ def test_scan_works_in_a_forked_child_after_the_parent_used_it():
     child = context.Process(target=_scan_in_child, args=(queue,))
     child.start()
     child.join(60)
+    if child.is_alive():  # never let a hung child hang the suite
+        child.kill()
+        child.join()
     assert child.exitcode == 0 and queue.get(timeout=5) == expected
 
 

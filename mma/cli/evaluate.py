@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mma.cli.app import command
-from mma.errors import ConfigError, MMAError, OutputError
+from mma.fileio import atomic_write
+from mma.errors import ConfigError, MMAError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mma.evaluate import Upscaler
@@ -32,17 +31,9 @@ def _model_upscaler(model: str, scale: int, tile: int, device: str) -> Upscaler:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written report."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-        ) as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(handle.name, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write the JSON report ({exc.strerror or exc})") from None
+    """Never a half-written report."""
+    text = json.dumps(payload, indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), make_parents=True)
 
 
 @command(

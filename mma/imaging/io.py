@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from mma.errors import ImageReadError, OutputError
+from mma.fileio import atomic_write
 from mma.imaging.png16 import encode_png16, is_deep_colour_png, read_png16
 
 ORIENTATION_TAG = 0x0112
@@ -230,14 +228,14 @@ def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str
     """Write atomically (temporary file beside it, then rename), with EXIF and ICC where the format allows."""
     fmt = format_for(path, format)
 
-    def save(handle: BinaryIO) -> None:
+    def save(target: Path) -> None:
         fitted = _fit_mode(image, fmt)
         options = {key: fitted.info[key] for key in ("icc_profile", "exif") if fitted.info.get(key)}
         if fmt in ("JPEG", "WEBP"):
             options["quality"] = quality
-        fitted.save(handle, format=fmt, **options)
+        fitted.save(target, format=fmt, **options)
 
-    return _atomic_write(Path(path), save, overwrite)
+    return atomic_write(path, save, overwrite=overwrite, make_parents=True)
 
 
 def write_pixels(array: np.ndarray, meta: ImageMeta, path: str | os.PathLike[str], *,
@@ -248,39 +246,12 @@ def write_pixels(array: np.ndarray, meta: ImageMeta, path: str | os.PathLike[str
     if array.dtype == np.uint16 and array.shape[2] > 1:
         if fmt == "PNG":
             encoded = encode_png16(array, meta.icc_profile, meta.exif)
-            return _atomic_write(Path(path), lambda handle: handle.write(encoded), overwrite)
+            return atomic_write(path, lambda tmp: tmp.write_bytes(encoded), overwrite=overwrite,
+                                make_parents=True)
         warnings.warn(f"{fmt} cannot store 16-bit colour here: written at 8 bits (use PNG to keep 16)",
                       stacklevel=2)
         array = np.rint(array / 257.0).astype(np.uint8)
     return write_image(array_to_pil(array, meta), path, format=format, overwrite=overwrite)
-
-
-def _atomic_write(path: Path, save: Callable[[BinaryIO], object], overwrite: bool) -> Path:
-    """Run `save` into a temporary file in `path`'s folder and rename it over `path` only when complete."""
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: exists (use --force / overwrite=True to replace it)")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
-    try:
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part",
-                                             delete=False)
-    except OSError as exc:
-        raise OutputError(f"{path}: folder is not writable ({exc.strerror or exc})") from None
-    temp = Path(handle.name)
-    try:
-        with handle:
-            save(handle)
-        os.replace(temp, path)
-    except BaseException as exc:
-        temp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        raise
-    return path
 
 
 def _fit_mode(image: Image.Image, fmt: str) -> Image.Image:

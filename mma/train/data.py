@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mma.errors import ConfigError
 from mma.evaluate import find_images, read_rgb
 from mma.imaging.resize import imresize, modcrop
-from mma.weights.checkpoint import atomic_write
+from mma.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mma.errors import CheckpointError
-from mma.weights.checkpoint import atomic_write
+from mma.fileio import atomic_write
 
 STATE_FORMAT = "mma-train-state"
 STATE_VERSION = 1

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
-from mma.errors import CheckpointError, ConfigError, OutputError
+from mma.errors import CheckpointError, ConfigError
+from mma.fileio import atomic_write
 from mma.model import MMA, MMAConfig, infer_config
 
 FORMAT_VERSION = 1
@@ -200,18 +200,3 @@ def save_safetensors(
     data = save(tensors, metadata=metadata)
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return path
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write` on a temporary file beside `path`, then rename it into place (same file system)."""
-    if not path.parent.is_dir():
-        raise OutputError(f"{path}: directory {path.parent} does not exist")
-    # A unique name rather than mkstemp, so the file gets the usual permissions (mkstemp's are 0600).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
