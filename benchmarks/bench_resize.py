@@ -1,7 +1,7 @@
 """Speed of the MATLAB-compatible `imresize` on a DIV2K-sized 2040x1356 RGB image (numpy and torch paths).
 
 Each case is timed `--repeat` times after one warm-up call (which fills the weight cache and the
-allocator); the median is reported as a markdown table, ready for docs/benchmarks_resize.md.
+allocator); the median is reported as a markdown table, ready for docs/benchmarks.md.
 
     python benchmarks/bench_resize.py
     python benchmarks/bench_resize.py --repeat 20 --threads 2

@@ -3,7 +3,7 @@
 Part 1 (memory) runs every configuration in a fresh subprocess and reports the growth of its peak
 resident memory over the baseline taken just before upscaling (input already decoded). The tile function
 is a bicubic x4 resize, so the number isolates what tiling + stitching cost; a network adds its own
-per-tile activations on top (about 28 KB per input pixel of a tile for MMA-T on the CPU).
+per-tile activations on top (about 9 KB per input pixel of a tile for MMA-T x4 on the CPU).
 
 Part 2 (quality) runs MMA-T on a crop of a real image, whole and tiled with several overlaps, and reports
 the PSNR (RGB, 8-bit outputs) between the two.

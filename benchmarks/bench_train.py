@@ -3,7 +3,7 @@ scheduler, EMA), and the time the data pipeline needs per batch, for MMA-T x2 at
 
 Usage: python benchmarks/bench_train.py [--data DIR] [--batch 16] [--patch 64] [--scale 2] [--warmup 1]
        [--steps 3] [--device cpu] [--variant mma-t]
-Results go to docs/benchmarks_train.md with the machine, the load and the scan backend.
+Results go to docs/benchmarks.md with the machine, the load and the scan backend.
 """
 
 from __future__ import annotations
