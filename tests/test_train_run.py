@@ -310,6 +310,20 @@ def test_mma_train_cli_runs_resumes_and_exports(images: Path, tmp_path: Path) ->
     assert listing.exit_code == 0 and "finetune-x3" in listing.output
 
 
+def test_mma_train_cli_trains_an_ablation_mixer_named_in_the_exported_metadata(images: Path,
+                                                                              tmp_path: Path) -> None:
+    from mma.weights import load_checkpoint
+
+    args = ["train", "--preset", "cpu-tiny", "--data", str(images), "--iters", "1", "--patch", "8",
+            "--batch", "2", "--val-split", "1", "--mixer", "cnn+ca", "--out", str(tmp_path / "cnn"),
+            "--export", str(tmp_path / "cnn.safetensors")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    state, metadata = load_checkpoint(tmp_path / "cnn.safetensors")
+    assert metadata["config"]["mixer"] == "cnn+ca"
+    assert any(".attn.cnn." in key for key in state) and not any(".attn.mamba." in key for key in state)
+
+
 # ----- distributed -----------------------------------------------------------------------------------------
 
 

@@ -131,6 +131,9 @@ def train_command(
     val_split: Annotated[int | None, typer.Option("--val-split", help="Training images held out.")] = None,
     scale: Annotated[int | None, typer.Option("--scale", "-s", help="2, 3 or 4.")] = None,
     variant: Annotated[str | None, typer.Option("--variant", help="mma-t or mma-b.")] = None,
+    mixer: Annotated[
+        str | None, typer.Option("--mixer", help="Token mixer: vim+ca (MMA), vim (w/o CA) or cnn+ca (w/ CNN).")
+    ] = None,
     iters: Annotated[
         int | None, typer.Option("--iters", help="Total iterations (milestones rescale).")
     ] = None,
@@ -190,6 +193,7 @@ def train_command(
         "val_every": val_every,
         "save_every": save_every,
         "log_every": log_every,
+        "model": {"mixer": mixer} if mixer else None,
     }
     base = None
     if preset is None and config is None:
