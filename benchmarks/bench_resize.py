@@ -12,25 +12,19 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from mma.imaging.resize import imresize
+from timing import time_calls
 
 WIDTH, HEIGHT = 2040, 1356
 
 
 def _median_seconds(func: Callable[[], object], repeat: int) -> float:
-    func()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(time_calls(func, repeat))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 
+from timing import time_calls
 from mma.ops import available_backends, reference, selective_scan
 
 DEFAULT_CONFIGS = "96x4096,96x16384,96x65536,384x4096,384x16384"
@@ -58,13 +59,7 @@ def scan_fn(backend: str) -> Callable[..., torch.Tensor]:
 
 
 def best_ms(func: Callable[[], object], repeat: int) -> float:
-    func()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * min(time_calls(func, repeat))
 
 
 def time_forward(backend: str, batch: int, channels: int, length: int, nstate: int, repeat: int) -> float:
