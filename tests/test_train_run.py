@@ -21,7 +21,7 @@ from mma.errors import CheckpointError, ConfigError, OutputError
 from mma.model import build_model
 from mma.train import TrainConfig, TrainEvent, build_config, train
 from mma.train import state as state_module
-from mma.train.ema import EMA
+from mma.train.ema import EMA, warmed_decay
 from mma.train.export import init_from
 from mma.train.state import load_state, save_state
 from mma.weights import load_checkpoint, model_from_file, save_safetensors
@@ -87,13 +87,28 @@ def test_ema_is_the_exponential_average_of_the_weights() -> None:
         for p in model.parameters():
             p.add_(1.0)
     model[1].running_mean.fill_(7.0)
-    for _ in range(3):
-        ema.update(model)
+    for updates in range(10**6, 10**6 + 3):  # long after the warm-up: the decay is the configured one
+        ema.update(model, updates)
     for e, s, p in zip(ema.module.parameters(), start, model.parameters()):
         # constant weights p: ema_k = p + decay**k * (ema_0 - p)
         torch.testing.assert_close(e.double(), p.double() + 0.9**3 * (s - p.double()), rtol=0, atol=1e-6)
         assert not e.requires_grad
     assert torch.equal(ema.module[1].running_mean, torch.full((2,), 7.0))
+
+
+def test_ema_warm_up_follows_the_weights_early_and_reaches_the_decay_later() -> None:
+    assert warmed_decay(0.999, 0) == 0.1
+    assert warmed_decay(0.999, 928) == 929 / 938
+    assert warmed_decay(0.999, 10**5) == 0.999
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    for updates in range(20):  # after 20 warm-up updates only prod((1+n)/(10+n)) < 1e-6 of the start is left
+        ema.update(model, updates)
+    for e, p in zip(ema.module.parameters(), model.parameters()):
+        torch.testing.assert_close(e, p, rtol=0, atol=1e-5)
 
 
 def test_state_keeps_rng_states_and_is_read_with_weights_only(tmp_path: Path) -> None:
@@ -330,7 +345,7 @@ def test_mma_train_cli_trains_an_ablation_mixer_named_in_the_exported_metadata(i
 def test_ddp_on_two_gloo_processes_matches_one_process(images: Path, tmp_path: Path) -> None:
     (tmp_path / "run.toml").write_text(
         f'train = ["{images}"]\npatch = 8\nbatch = 4\niters = 4\nlr = 1e-3\nmilestones = [3]\n'
-        f'log_every = 1\nsave_every = 100\nval_every = 100\nworkers = 0\ndevice = "cpu"\n'
+        f'log_every = 1\nsave_every = 100\nval_every = 100\nworkers = 0\ndevice = "cpu"\namp = false\n'
         f'cache_dir = "{tmp_path / "cache"}"\n'
         f"[model]\nnum_feat = 8\nnum_block = 1\n"
     )
@@ -357,7 +372,8 @@ def test_ddp_on_two_gloo_processes_matches_one_process(images: Path, tmp_path: P
     single = build_config(file=tmp_path / "run.toml", overrides={"out": str(tmp_path / "one")})
     train(single)
     ddp, one = load_state(tmp_path / "ddp" / "state.ckpt"), load_state(tmp_path / "one" / "state.ckpt")
-    # The same global batches, the gradient averaged over two halves instead of one: equal up to rounding.
+    # The same global batches, the gradient averaged over two halves instead of one: equal up to float32
+    # rounding (amp off: bf16 rounding of the two halves would differ by more).
     for key, value in one["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5)
     assert len(_read_csv(tmp_path / "ddp" / "train_log.csv")) == 4

@@ -37,7 +37,7 @@ class TrainConfig:
     gamma: float = 0.5
     betas: tuple[float, float] = (0.9, 0.99)
     ema: float = 0.999
-    amp: bool = True  # mixed precision, CUDA only
+    amp: bool = True  # mixed precision: bf16 on CUDA and on CPUs with native bf16, else fp16 (CUDA)
     seed: int = 0
     log_every: int = 100
     save_every: int = 5000
