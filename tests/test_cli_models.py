@@ -47,7 +47,8 @@ def tiny(scale: int = 2) -> torch.nn.Module:
 
 
 def test_models_lists_every_model_with_counts_and_sources(bundled_dir):
-    save_safetensors(tiny(2), bundled_dir / "mma-t_x2.safetensors")
+    (bundled_dir / "mma-t-x2").mkdir()
+    save_safetensors(tiny(2), bundled_dir / "mma-t-x2" / "model.safetensors")
     result = mma("models")
     assert result.exit_code == 0, result.output
     rows = {tuple(line.split()[:2]): line for line in result.stdout.splitlines()[1:]}
@@ -61,14 +62,15 @@ def test_models_lists_every_model_with_counts_and_sources(bundled_dir):
 
 
 def test_download_of_bundled_weights_prints_their_path(bundled_dir):
-    path = save_safetensors(tiny(3), bundled_dir / "mma-t_x3.safetensors")
+    (bundled_dir / "mma-t-x3").mkdir()
+    path = save_safetensors(tiny(3), bundled_dir / "mma-t-x3" / "model.safetensors")
     result = mma("download", "mma-t", "--scale", "3")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(path)
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
-    (["mma-b", "-s", "2"], ["no weights for mma-b x2", "mma convert AUTHORS.pth mma-b_x2.safetensors"]),
+    (["mma-b", "-s", "2"], ["no weights for mma-b x2", "mma convert AUTHORS.pth mma-b-x2.safetensors"]),
     (["mma-t", "-s", "5"], ["mma-t has no x5 model"]),
     (["mma-z"], ["unknown model 'mma-z'"]),
     (["missing.safetensors"], ["missing.safetensors: no such weights file"]),

@@ -43,9 +43,10 @@ def test_hub_sources_are_fully_pinned():
 def test_bundled_weights_are_found_and_load(bundled_dir):
     torch.manual_seed(0)
     model = build_model("mma-t", 3, num_feat=8, num_block=1)
-    save_safetensors(model, bundled_dir / "mma-t_x3.safetensors")
+    (bundled_dir / "mma-t-x3").mkdir()
+    save_safetensors(model, bundled_dir / "mma-t-x3" / "model.safetensors")
     path = resolve_weights("MMA-T", 3)  # names are case-insensitive
-    assert path == bundled_dir / "mma-t_x3.safetensors"
+    assert path == bundled_dir / "mma-t-x3" / "model.safetensors"
     assert registry.source_of(REGISTRY["mma-t", 3]) == "bundled"
     assert registry.is_available_offline(REGISTRY["mma-t", 3])
     loaded = model_from_file(path)
@@ -57,7 +58,7 @@ def test_a_name_without_weights_says_what_to_do(bundled_dir):
         resolve_weights("mma-b", 4)
     message = str(error.value)
     assert "no weights for mma-b x4" in message
-    assert "mma convert AUTHORS.pth mma-b_x4.safetensors" in message
+    assert "mma convert AUTHORS.pth mma-b-x4.safetensors" in message
     assert not registry.is_available_offline(REGISTRY["mma-b", 4])
 
 

@@ -15,7 +15,8 @@ from mma.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from mma.model import SCALES, VARIANTS
 from mma.weights import hub
 
-# Weights shipped inside the wheel, named `<variant>_x<scale>.safetensors`.
+# Weights shipped inside the wheel: one Hub-style folder per model, `<variant>-x<scale>/` holding
+# model.safetensors, config.json and the model card README.md (so a folder can be pushed to the Hub as it is).
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 # Suffixes that mark a name as a file path even when it also looks like `owner/name`.
@@ -42,11 +43,11 @@ class WeightsEntry:
 
     @property
     def name(self) -> str:
-        return f"{self.variant}_x{self.scale}"
+        return f"{self.variant}-x{self.scale}"
 
     def bundled_file(self) -> Path | None:
         """The file shipped in the package, when this build carries one."""
-        path = BUNDLED_DIR / f"{self.name}.safetensors"
+        path = BUNDLED_DIR / self.name / hub.WEIGHTS_NAME
         return path if path.is_file() else None
 
 
