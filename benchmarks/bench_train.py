@@ -2,7 +2,7 @@
 scheduler, EMA), and the time the data pipeline needs per batch, for MMA-T x2 at batch 16, LR 64x64.
 
 Usage: python benchmarks/bench_train.py [--data DIR] [--batch 16] [--patch 64] [--scale 2] [--warmup 1]
-       [--steps 3] [--device cpu] [--variant mma-t]
+       [--steps 3] [--device cpu] [--variant mma-t] [--no-amp]
 Results go to docs/benchmarks.md with the machine, the load and the scan backend.
 """
 
@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-amp", dest="amp", action="store_false",
+                        help="float32 throughout (default: bf16 autocast where the hardware has it)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:
@@ -50,6 +52,7 @@ def main() -> None:
                 "batch": args.batch,
                 "patch": args.patch,
                 "device": args.device,
+                "amp": args.amp,
                 "out": out,
             },
         )
@@ -79,7 +82,8 @@ def main() -> None:
     )
     print(
         f"model: {args.variant} x{args.scale}, batch {args.batch}, LR patch {args.patch}, "
-        f"scan backend {resolve_backend(None, torch.device(args.device))}, device {args.device}"
+        f"scan backend {resolve_backend(None, torch.device(args.device))}, device {args.device}, "
+        f"autocast {trainer.amp_dtype or 'off'}"
     )
     print(f"LR preparation of {len(trainer.store)} images: {prepare:.1f} s (incl. model set-up)")
     print(f"data: {data_ms:.1f} ms per batch in the main process")

@@ -1,0 +1,166 @@
+"""Put a finished training run into the package: its EMA weights as a Hub-layout folder, measured, with a card.
+
+    python weights/bundle.py weights/training/mma-t-x2 --hardware "2-vCPU AMD EPYC VM, CPU only"
+
+Writes mma/weights/bundled/<variant>-x<scale>/{model.safetensors, config.json, README.md}: the weights with
+their training provenance, the network's config, and a model card whose quality table is measured here with
+the paper's protocol (`mma.evaluate`: whole images, Y channel, border of `scale` pixels shaved) on Set5 and
+Set14 from ../shared/data. Nothing is selected on those sets: the run's final EMA weights are what ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from mma.evaluate import DatasetResult, bicubic_upscaler, evaluate_dataset
+from mma.fileio import atomic_write
+from mma.model import MMAConfig
+from mma.train.loop import EMA_FILE
+from mma.weights import load_checkpoint, model_from_file
+from mma.weights.hub import save_pretrained
+from mma.weights.registry import BUNDLED_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+SETS = ("Set5", "Set14")
+# Published PSNR (dB) on (Set5, Set14) per scale: the issue's bar (FSRCNN), aim (VDSR, the same 291 images)
+# and the paper's MMA-T (DF2K, 8 GPUs).
+REFERENCES = {
+    "FSRCNN (minimum to ship)": {2: (37.05, 32.66), 3: (33.18, 29.37), 4: (30.72, 27.61)},
+    "VDSR, same 291 images (the aim)": {2: (37.53, 33.03), 3: (33.66, 29.77), 4: (31.35, 28.01)},
+    "MMA-T, paper (DF2K, 8 GPUs)": {2: (38.17, 33.96), 3: (34.57, 30.45), 4: (32.50, 28.80)},
+}
+MINIMUM = "FSRCNN (minimum to ship)"
+
+
+def training_hours(run: Path) -> float:
+    """Training time from the run's log: every row covers `log_every` steps at the logged speed."""
+    rows = list(csv.DictReader((run / "train_log.csv").open(newline="")))
+    total, previous = 0.0, 0
+    for row in rows:
+        iteration = int(row["iteration"])
+        total += (iteration - previous) / float(row["iters_per_s"])
+        previous = iteration
+    return total / 3600
+
+
+def measure(model: torch.nn.Module | None, scale: int) -> list[DatasetResult]:
+    """Set5 and Set14 at `scale`: the model's scores, or bicubic's when `model` is None."""
+    if model is None:
+        upscaler = bicubic_upscaler(scale)
+    else:
+        from mma import upscale
+
+        def upscaler(lr):
+            return upscale(lr, scale, model, device="cpu")
+
+    return [evaluate_dataset(DATA / name, scale, upscaler) for name in SETS]
+
+
+def cell(result: DatasetResult) -> str:
+    return f"{result.psnr:.2f} / {result.ssim:.4f}"
+
+
+def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[DatasetResult], hours: float,
+         hardware: str) -> str:
+    """The model card (README.md) of a bundled model."""
+    recipe, data = meta["recipe"], meta["data"]
+    start = f"the x2 network's weights from `{recipe['init']}`" if recipe.get("init") else "random initialisation"
+    minimum = REFERENCES[MINIMUM][scale]
+    short = [f"{name} ({ours[i].psnr:.2f} < {minimum[i]:.2f})" for i, name in enumerate(SETS)
+             if ours[i].psnr < minimum[i]]
+    verdict = ("It clears the FSRCNN row on both sets." if not short else
+               "It does not yet clear the FSRCNN row on " + ", ".join(short) + ": training continues (see "
+               "weights/TRAINING.md in the repository).")
+    rows = [f"| bicubic | {cell(bicubic[0])} | {cell(bicubic[1])} |",
+            f"| **this model** | **{cell(ours[0])}** | **{cell(ours[1])}** |"]
+    rows += [f"| {name} | {values[scale][0]:.2f} | {values[scale][1]:.2f} |" for name, values in REFERENCES.items()]
+    table = "\n".join(rows)
+    return f"""---
+license: mit
+library_name: mma-sr
+tags: [super-resolution, mamba, image-upscaling]
+---
+
+# MMA-T x{scale}, trained by mma-sr
+
+The MMA-T network of *MMA: Meets More Areas for efficient image super-resolution* (Vision Mamba with channel
+attention; the published configuration, the authors' parameter names), upscaling x{scale}. These weights were
+trained by the mma-sr project and ship inside the `mma-sr` wheel, so they work offline:
+
+```bash
+mma upscale photo.png --scale {scale}
+```
+
+```python
+import mma
+image = mma.upscale("photo.png", scale={scale})
+```
+
+## Training
+
+| | |
+|---|---|
+| data | {' + '.join(data['folders'])} HR images: {data['images']} for training after holding out {data['held_out_for_validation']} for validation; LR made with MATLAB-compatible bicubic (`mma.imresize`) |
+| recipe | L1 loss, Adam {tuple(recipe['betas'])}, lr {recipe['lr']:g} halved at iterations {', '.join(str(m) for m in recipe['milestones'])}, batch {recipe['batch']}, LR patch {recipe['patch']}x{recipe['patch']}, random flips and rotations, EMA {recipe['ema']} with warm-up, seed {recipe['seed']} |
+| start | {start} |
+| iterations | {meta['iterations']} |
+| hardware | {hardware} |
+| training time | {hours:.1f} hours |
+
+## Quality
+
+PSNR (dB) / SSIM measured with `mma eval` conventions: whole images, Y channel, {scale} border pixels shaved,
+LR made from the modcropped HR image with MATLAB bicubic. The benchmark sets were only measured, never used
+to choose anything; the final EMA weights of the run are what ships.
+
+| x{scale} | Set5 | Set14 |
+|---|---|---|
+{table}
+
+{verdict}
+
+## Limitations
+
+- Trained on bicubic downscaling only: photos with noise, JPEG artefacts or camera blur are not what it
+  learned to undo, and it will sharpen those too.
+- Far less training than the paper's: {meta['iterations']} iterations at batch {recipe['batch']} on 291 images on a CPU,
+  against 800K iterations of ImageNet pre-training and 250K of DF2K fine-tuning at batch 64. That is why it
+  scores below the paper's MMA-T.
+- The training images (T91; BSDS200 from the Berkeley Segmentation Dataset) are research data sets; check
+  their terms before commercial use of models trained on them.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="training run directory (holds ema.safetensors)")
+    parser.add_argument("--hardware", required=True, help="what the run was trained on, for the card")
+    args = parser.parse_args()
+
+    weights = args.run / EMA_FILE
+    _, meta = load_checkpoint(weights)
+    model = model_from_file(weights).eval()
+    scale = model.scale
+    if model.config != MMAConfig.named(meta["variant"], scale):
+        sys.exit(f"error: {weights} is not the published {meta['variant']} x{scale} configuration; only those ship")
+    target = BUNDLED_DIR / f"{meta['variant']}-x{scale}"
+    provenance = {k: meta[k] for k in ("trained_with", "data", "iterations", "recipe") if k in meta}
+    save_pretrained(model, target, **provenance)
+
+    ours, bicubic = measure(model, scale), measure(None, scale)
+    text = card(meta, scale, ours, bicubic, training_hours(args.run), args.hardware)
+    atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    scores = {r.name: {"psnr": r.psnr, "ssim": r.ssim, "bicubic_psnr": b.psnr, "bicubic_ssim": b.ssim}
+              for r, b in zip(ours, bicubic)}
+    print(json.dumps({"model": str(target), "scale": scale, "iterations": meta["iterations"], **scores}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
