@@ -1,7 +1,7 @@
 """LAM of MMA-T next to its "w/ CNN" ablation on a Set14 image (the MMA paper's Figs. 4 and 7), with DI values.
 
     python examples/lam_compare.py                       # barbara.png, tablecloth window, x2
-    python examples/lam_compare.py --model mma-t_x2.safetensors --cnn-model mma-t-cnn_x2.safetensors
+    python examples/lam_compare.py --model mma-t-x2.safetensors --cnn-model mma-t-cnn-x2.safetensors
 
 Writes a figure (HR crop with the window | MMA-T | w/ CNN, heat over the image above, heatmap below) and a
 JSON file of the DI values. Both networks see the same LR crop, so the comparison is fair; a wider --crop lets
@@ -24,7 +24,6 @@ from mma.imaging.io import read_image, write_image
 from mma.lam import LAMResult, analysis_input, heatmap_image, lam, overlay_image
 from mma.lam.render import WINDOW_COLOUR
 from mma.weights.checkpoint import atomic_write
-from mma.weights.registry import BUNDLED_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SET14 = REPO.parent / "shared" / "data" / "Set14" / "HR"
@@ -43,7 +42,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--model", default="mma-t", help="MMA-T weights: registry name or file")
-    parser.add_argument("--cnn-model", help="'w/ CNN' weights file (default: bundled mma-t-cnn_x<scale>)")
+    parser.add_argument(
+        "--cnn-model", help="'w/ CNN' weights (default: weights/training/mma-t-cnn-x<scale>/ema.safetensors)"
+    )
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument(
         "--crop", type=int, default=64, help="LR crop side around the window; 0 = whole image"
@@ -99,7 +100,7 @@ def figure(hr: Image.Image, box: tuple[int, int, int, int], results: dict[str, L
 
 def main() -> None:
     args = arguments()
-    cnn_name = args.cnn_model or str(BUNDLED_DIR / f"mma-t-cnn_x{args.scale}.safetensors")
+    cnn_name = args.cnn_model or str(REPO / "weights" / "training" / f"mma-t-cnn-x{args.scale}" / "ema.safetensors")
     networks = {}
     for name, role in ((args.model, "MMA-T"), (cnn_name, "'w/ CNN'")):
         network = load(name, args.scale, args.device, role)
