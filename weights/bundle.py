@@ -32,11 +32,11 @@ SETS = ("Set5", "Set14")
 # Published PSNR (dB) on (Set5, Set14) per scale: the issue's bar (FSRCNN), aim (VDSR, the same 291 images)
 # and the paper's MMA-T (DF2K, 8 GPUs).
 REFERENCES = {
-    "FSRCNN (minimum to ship)": {2: (37.05, 32.66), 3: (33.18, 29.37), 4: (30.72, 27.61)},
+    "FSRCNN (the bar to clear)": {2: (37.05, 32.66), 3: (33.18, 29.37), 4: (30.72, 27.61)},
     "VDSR, same 291 images (the aim)": {2: (37.53, 33.03), 3: (33.66, 29.77), 4: (31.35, 28.01)},
     "MMA-T, paper (DF2K, 8 GPUs)": {2: (38.17, 33.96), 3: (34.57, 30.45), 4: (32.50, 28.80)},
 }
-MINIMUM = "FSRCNN (minimum to ship)"
+MINIMUM = "FSRCNN (the bar to clear)"
 
 
 def training_hours(run: Path) -> float:
@@ -71,7 +71,8 @@ def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[Datase
          hardware: str) -> str:
     """The model card (README.md) of a bundled model."""
     recipe, data = meta["recipe"], meta["data"]
-    start = f"the x2 network's weights from `{recipe['init']}`" if recipe.get("init") else "random initialisation"
+    init = recipe.get("init")
+    start = f"`{Path(init).name}` (see weights/TRAINING.md)" if init else "random initialisation"
     minimum = REFERENCES[MINIMUM][scale]
     short = [f"{name} ({ours[i].psnr:.2f} < {minimum[i]:.2f})" for i, name in enumerate(SETS)
              if ours[i].psnr < minimum[i]]

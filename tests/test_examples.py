@@ -1,0 +1,37 @@
+"""The example scripts run as their docstrings say, with the bundled weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_upscale_python_upscales_the_sample_photo(tmp_path: Path) -> None:
+    output = run("upscale_python.py", str(EXAMPLES / "astronaut.png"), str(tmp_path))
+    assert "(128, 128)" in output
+    with Image.open(tmp_path / "astronaut_x4.png") as image:
+        assert image.size == (512, 512)
+
+
+@pytest.mark.data
+def test_before_after_writes_the_figure_and_beats_bicubic(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "figure.png"
+    output = run("before_after.py", "--image", str(data_dir / "Set5" / "HR" / "butterfly.png"), "--scale", "4",
+                 "--crop", "96", "--out", str(out))
+    bicubic, ours = (float(part.split()[-2]) for part in output.split(":", 1)[1].split("->")[0].split(","))
+    assert ours > bicubic
+    with Image.open(out) as figure:
+        assert figure.size == (4 * 96, 96 + 18)
