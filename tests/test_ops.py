@@ -193,6 +193,51 @@ def test_conv_matches_reference_with_gradients(backend, reverse, activation):
         assert _rel_err(g_out, g_ref) <= 1e-5
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_conv_gradients_pass_gradcheck(reverse):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 11, 3, generator=g, dtype=torch.float64).transpose(1, 2).requires_grad_(True)
+    weight = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: causal_conv1d(*t, "silu", reverse=reverse), (x, weight, bias))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(("length", "magnitude"), [(2, 1.0), (40, 1e18), (40, 1e-20)])
+def test_conv_gradients_at_extremes_and_short_sequences(reverse, length, magnitude):
+    """Sequences shorter than the kernel, and values near float32's range ends, still match float64."""
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(3, length, 5, generator=g) * magnitude).transpose(1, 2).requires_grad_(True)
+    weight = torch.randn(5, 4, generator=g, requires_grad=True)
+    bias = (torch.randn(5, generator=g) * magnitude).requires_grad_(True)
+    out = causal_conv1d(x, weight, bias, reverse=reverse)
+    ref = reference.causal_conv1d(x.double(), weight, bias, reverse=reverse)
+    assert _rel_err(out, ref) <= 1e-5
+    upstream = torch.randn(out.shape, generator=g)
+    grads = torch.autograd.grad(out, (x, weight, bias), upstream)
+    ref_grads = torch.autograd.grad(ref, (x, weight, bias), upstream.double())
+    for g_out, g_ref in zip(grads, ref_grads):
+        assert _rel_err(g_out, g_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_conv_bfloat16_gradients_keep_float32_parameters(reverse):
+    """Under bf16 activations (autocast training) the weight gradient is summed in float32."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 300, 8, generator=g).to(torch.bfloat16).transpose(1, 2).requires_grad_(True)
+    weight = torch.randn(8, 4, generator=g, requires_grad=True)
+    bias = torch.randn(8, generator=g, requires_grad=True)
+    out = causal_conv1d(x, weight, bias, "silu", reverse=reverse)
+    ref = reference.causal_conv1d(x.double(), weight, bias, "silu", reverse=reverse)
+    assert out.dtype == torch.bfloat16 and _rel_err(out, ref) <= 1e-2
+    upstream = torch.randn(out.shape, generator=g).to(torch.bfloat16)
+    grads = torch.autograd.grad(out, (x, weight, bias), upstream)
+    ref_grads = torch.autograd.grad(ref, (x, weight, bias), upstream.double())
+    assert [t.dtype for t in grads] == [torch.bfloat16, torch.float32, torch.float32]
+    for g_out, g_ref in zip(grads, ref_grads):
+        assert _rel_err(g_out, g_ref) <= 2e-2
+
+
 def test_conv_is_causal():
     x = torch.zeros(1, 2, 10)
     x[..., 5] = 1.0
