@@ -35,3 +35,24 @@ def test_before_after_writes_the_figure_and_beats_bicubic(data_dir: Path, tmp_pa
     assert ours > bicubic
     with Image.open(out) as figure:
         assert figure.size == (4 * 96, 96 + 18)
+
+
+def test_lam_compare_writes_the_figure_and_a_report(tmp_path: Path) -> None:
+    import json
+
+    from mma import build_model
+    from mma.weights.checkpoint import save_safetensors
+
+    cnn = tmp_path / "cnn.safetensors"
+    save_safetensors(build_model("mma-t", 2, mixer="cnn+ca"), cnn)
+    out = tmp_path / "lam.png"
+    run("lam_compare.py", "--image", str(EXAMPLES / "astronaut.png"), "--x", "56", "--y", "56", "--window", "8",
+        "--crop", "16", "--steps", "2", "--cnn-model", str(cnn), "--out", str(out))
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert set(report["models"]) == {"MMA-T", "w/ CNN"}
+    for model in report["models"].values():
+        assert 0 < model["diffusion_index"] <= 100
+        reach = list(model["reach_lr_pixels"].values())
+        assert reach == sorted(reach) and 0 <= reach[0] <= 16  # more of the map needs at least as much room
+    with Image.open(out) as figure:
+        assert figure.height == 3 * (figure.width // 3 + 18)  # three rows of square panels with captions
