@@ -129,11 +129,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """The options in a TOML file (keys are TrainConfig fields; `preset = "name"` picks the base)."""
     if sys.version_info >= (3, 11):
         import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ConfigError("TOML config files need Python 3.11+ or `pip install tomli`") from None
+    else:  # pragma: no cover - Python 3.10, where the package depends on tomli
+        import tomli as tomllib
     path = Path(path)
     try:
         with path.open("rb") as handle:
