@@ -245,16 +245,25 @@ def reference_filter(rows: np.ndarray, kinds: list[int], bpp: int) -> bytes:
     return bytes(out)
 
 
-def png_from_rows(pixels: np.ndarray, kinds: list[int], extra: bytes = b"") -> bytes:
-    """A 16-bit PNG whose rows use the given filter types (as other encoders write them)."""
+def png_from_rows(pixels: np.ndarray, kinds: list[int], extra: bytes = b"", interlaced: bool = False) -> bytes:
+    """A 16-bit PNG whose rows use the given filter types (as other encoders write them), cycling through
+    `kinds` row by row; `interlaced` cuts the image into the seven Adam7 sub-images of the PNG specification
+    (every 8th pixel from (0, 0); from (4, 0); every 4th row, 4th column from (0, 4); ...), each filtered
+    on its own."""
     height, width, channels = pixels.shape
-    rows = pixels.astype(">u2").view(np.uint8).reshape(height, -1)
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    stream = b""
+    for x0, y0, dx, dy in passes if interlaced else [(0, 0, 1, 1)]:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            rows = sub.astype(">u2").view(np.uint8).reshape(sub.shape[0], -1)
+            stream += reference_filter(rows, [kinds[y % len(kinds)] for y in range(sub.shape[0])], channels * 2)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
-    idat = zlib.compress(reference_filter(rows, kinds, channels * 2))
+    header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, int(interlaced))
+    idat = zlib.compress(stream)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", idat)
             + chunk(b"IEND", b""))
 
@@ -273,6 +282,28 @@ def test_png16_decoder_handles_every_filter_type(tmp_path, channels):
     with Image.open(path) as pillow:  # an independent decoder agrees on the high bytes
         picked = {2: [0, 3], 3: [0, 1, 2], 4: [0, 1, 2, 3]}[channels]
         np.testing.assert_array_equal(np.asarray(pillow.convert("RGBA"))[..., picked], pixels >> 8)
+
+
+@pytest.mark.parametrize(("height", "width"), [(10, 7), (1, 1), (3, 9), (17, 16)])
+def test_png16_decoder_reads_adam7_interlaced_files(tmp_path, height, width):
+    """Interlaced 16-bit files keep their 16 bits too, whatever passes their size leaves empty."""
+    pixels = RNG.integers(0, 65536, (height, width, 3), dtype=np.uint16)
+    path = tmp_path / "interlaced.png"
+    path.write_bytes(png_from_rows(pixels, [0, 1, 2, 3, 4], interlaced=True))
+    assert is_deep_colour_png(path)
+    decoded, _, _ = read_png16(path, None)
+    np.testing.assert_array_equal(decoded, pixels)
+    with Image.open(path) as pillow:  # an independent decoder agrees on the high bytes
+        np.testing.assert_array_equal(np.asarray(pillow.convert("RGB")), pixels >> 8)
+    data = path.read_bytes()  # the same file with the last pass's final row missing from the pixel stream
+    start = data.index(b"IDAT") - 4
+    length = struct.unpack(">I", data[start:start + 4])[0]
+    short = zlib.compress(zlib.decompress(data[start + 8:start + 8 + length])[: -(width * 6 + 1)])
+    idat = struct.pack(">I", len(short)) + b"IDAT" + short + struct.pack(">I", zlib.crc32(b"IDAT" + short))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[:start] + idat + data[start + 12 + length:])
+    with pytest.raises(ImageReadError, match="pixel data ends early"):
+        read_pixels(cut)
 
 
 @pytest.mark.parametrize("channels", [2, 3, 4])

@@ -113,7 +113,7 @@ def _warn_if_precision_lost(image: Image.Image, path: Path) -> None:
     rawmodes = {tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile}
     if any(isinstance(raw, str) and raw.startswith(("RGB;16", "RGBA;16", "LA;16")) for raw in rawmodes):
         warnings.warn(f"{path}: Pillow decodes 16-bit colour at 8 bits per channel "
-                      "(read_pixels keeps 16 bits for non-interlaced PNG)", stacklevel=3)
+                      "(read_pixels keeps 16 bits for PNG; TIFF is read at 8)", stacklevel=3)
 
 
 def pil_to_float(image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:

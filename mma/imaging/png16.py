@@ -1,7 +1,7 @@
 """16-bit colour PNG, which Pillow decodes at 8 bits and cannot write: just enough PNG to keep 16 bits.
 
-Reads non-interlaced 16-bit grey+alpha, RGB and RGBA files (with tRNS, iCCP and eXIf) and writes the same.
-Everything else (8-bit, palette, 16-bit grey, interlaced) stays with Pillow.
+Reads 16-bit grey+alpha, RGB and RGBA files, plain or Adam7-interlaced (with tRNS, iCCP and eXIf), and
+writes them non-interlaced. Everything else (8-bit, palette, 16-bit grey) stays with Pillow.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> channels, for the 16-bit types handled here (0 = grey stays with Pillow).
 CHANNELS = {4: 2, 2: 3, 6: 4}
 COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
+# Adam7's seven passes: (first column, first row, column step, row step).
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+WHOLE = ((0, 0, 1, 1),)  # a non-interlaced image is one pass over every pixel
 ICC_NAME = b"ICC Profile"
 EXIF_PREFIX = b"Exif\x00\x00"
 
 
 def is_deep_colour_png(path: str | Path) -> bool:
-    """True for a non-interlaced 16-bit grey+alpha/RGB/RGBA PNG (judged from its first 29 bytes)."""
+    """True for a 16-bit grey+alpha/RGB/RGBA PNG (judged from its first 29 bytes)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(29)
@@ -33,31 +36,36 @@ def is_deep_colour_png(path: str | Path) -> bool:
     if len(head) < 29 or not head.startswith(SIGNATURE) or head[12:16] != b"IHDR":
         return False
     depth, colour, interlace = head[24], head[25], head[28]
-    return depth == 16 and colour in CHANNELS and interlace == 0
+    return depth == 16 and colour in CHANNELS and interlace in (0, 1)
 
 
 def read_png16(path: str | Path, max_pixels: int | None) -> tuple[np.ndarray, bytes | None, bytes | None]:
     """(H, W, C) uint16 pixels, ICC profile and EXIF of a file for which `is_deep_colour_png` holds."""
     data = Path(path).read_bytes()
     chunks = list(_chunks(data, path))
-    width, height, _, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks[0][1][:13])
+    width, height, _, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1][:13])
     if max_pixels is not None and width * height > max_pixels:
         raise ImageReadError(f"{path}: over the decompression-bomb limit of {max_pixels} pixels "
                              "(raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)")
     if width == 0 or height == 0:
         raise ImageReadError(f"{path}: zero-size image ({width}x{height})")
     channels = CHANNELS[colour]
-    stride = width * channels * 2
-    expected = height * (stride + 1)
+    passes = [(p, *_pass_size(width, height, p)) for p in (ADAM7 if interlace else WHOLE)]
+    passes = [(p, columns, rows) for p, columns, rows in passes if columns and rows]  # empty passes have no rows
+    sizes = [rows * (columns * channels * 2 + 1) for _, columns, rows in passes]
     decoder = zlib.decompressobj()
     try:
-        raw = decoder.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"), expected)
+        raw = decoder.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"), sum(sizes))
     except zlib.error as exc:
         raise ImageReadError(f"{path}: truncated or corrupt image ({exc})") from None
-    if len(raw) < expected:
+    if len(raw) < sum(sizes):
         raise ImageReadError(f"{path}: truncated or corrupt image (pixel data ends early)")
-    rows = unfilter(np.frombuffer(raw, np.uint8), height, stride, channels * 2)
-    pixels = rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
+    raw = np.frombuffer(raw, np.uint8)
+    pixels = np.empty((height, width, channels), np.uint16)
+    start = 0
+    for ((x0, y0, dx, dy), columns, rows), size in zip(passes, sizes):
+        pixels[y0::dy, x0::dx] = _decode_rows(raw[start:start + size], columns, rows, channels)
+        start += size
     found = dict(chunks)
     if b"tRNS" in found and colour == 2:
         key = np.frombuffer(found[b"tRNS"][:6], ">u2").astype(np.uint16)
@@ -68,6 +76,18 @@ def read_png16(path: str | Path, max_pixels: int | None) -> tuple[np.ndarray, by
         name_end = found[b"iCCP"].index(b"\x00")
         icc = zlib.decompress(found[b"iCCP"][name_end + 2:])
     return pixels, icc, found.get(b"eXIf")
+
+
+def _pass_size(width: int, height: int, adam7_pass: tuple[int, int, int, int]) -> tuple[int, int]:
+    """(columns, rows) of one Adam7 pass; 0 when the image is too small to reach it."""
+    x0, y0, dx, dy = adam7_pass
+    return max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+
+
+def _decode_rows(raw: np.ndarray, width: int, height: int, channels: int) -> np.ndarray:
+    """(height, width, channels) uint16 pixels from filtered rows of big-endian samples."""
+    rows = unfilter(raw, height, width * channels * 2, channels * 2)
+    return rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
 
 
 def _chunks(data: bytes, path: str | Path):
