@@ -39,15 +39,32 @@ REFERENCES = {
 MINIMUM = "FSRCNN (the bar to clear)"
 
 
-def training_hours(run: Path) -> float:
-    """Training time from the run's log: every row covers `log_every` steps at the logged speed."""
-    rows = list(csv.DictReader((run / "train_log.csv").open(newline="")))
+def read_log(run: Path) -> list[dict[str, str]]:
+    """The rows of the run's train_log.csv (one every `log_every` iterations, across every resume)."""
+    with (run / "train_log.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def training_hours(rows: list[dict[str, str]]) -> float:
+    """Training time from the log: every row covers the steps since the previous one at the logged speed."""
     total, previous = 0.0, 0
     for row in rows:
         iteration = int(row["iteration"])
         total += (iteration - previous) / float(row["iters_per_s"])
         previous = iteration
     return total / 3600
+
+
+def lr_history(rows: list[dict[str, str]]) -> str:
+    """The learning rate as the run used it, e.g. "5e-04 from 0, 2.5e-04 from 450, ...": a resumed run with a
+    longer schedule goes back up, which the configured milestones alone would hide."""
+    changes, current = [], None
+    for row in rows:
+        lr = float(row["lr"])
+        if lr != current:
+            changes.append(f"{lr:.3g} from {0 if current is None else int(row['iteration'])}")
+            current = lr
+    return ", ".join(changes)
 
 
 def measure(model: torch.nn.Module | None, scale: int) -> list[DatasetResult]:
@@ -67,8 +84,8 @@ def cell(result: DatasetResult) -> str:
     return f"{result.psnr:.2f} / {result.ssim:.4f}"
 
 
-def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[DatasetResult], hours: float,
-         hardware: str) -> str:
+def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[DatasetResult],
+         log: list[dict[str, str]], hardware: str) -> str:
     """The model card (README.md) of a bundled model."""
     recipe, data = meta["recipe"], meta["data"]
     init = recipe.get("init")
@@ -109,11 +126,11 @@ image = mma.upscale("photo.png", scale={scale})
 | | |
 |---|---|
 | data | {' + '.join(data['folders'])} HR images: {data['images']} for training after holding out {data['held_out_for_validation']} for validation; LR made with MATLAB-compatible bicubic (`mma.imresize`) |
-| recipe | L1 loss, Adam {tuple(recipe['betas'])}, lr {recipe['lr']:g} halved at iterations {', '.join(str(m) for m in recipe['milestones'])}, batch {recipe['batch']}, LR patch {recipe['patch']}x{recipe['patch']}, random flips and rotations, EMA {recipe['ema']} with warm-up, seed {recipe['seed']} |
+| recipe | L1 loss, Adam {tuple(recipe['betas'])}, learning rate as logged {lr_history(log)}, batch {recipe['batch']}, LR patch {recipe['patch']}x{recipe['patch']}, random flips and rotations, EMA {recipe['ema']} with warm-up, seed {recipe['seed']} |
 | start | {start} |
 | iterations | {meta['iterations']} |
 | hardware | {hardware} |
-| training time | {hours:.1f} hours |
+| training time | {training_hours(log):.1f} hours |
 
 ## Quality
 
@@ -156,7 +173,7 @@ def main() -> None:
     save_pretrained(model, target, **provenance)
 
     ours, bicubic = measure(model, scale), measure(None, scale)
-    text = card(meta, scale, ours, bicubic, training_hours(args.run), args.hardware)
+    text = card(meta, scale, ours, bicubic, read_log(args.run), args.hardware)
     atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     scores = {r.name: {"psnr": r.psnr, "ssim": r.ssim, "bicubic_psnr": b.psnr, "bicubic_ssim": b.ssim}
               for r, b in zip(ours, bicubic)}
