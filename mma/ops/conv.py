@@ -7,9 +7,9 @@ so the output stays channels-last. Padding both ends and keeping the first L out
 conv; the anti-causal (`reverse`) one mirrors the small weight and keeps the last L instead of flipping
 the long input and output.
 
-The backward is written out: oneDNN's depthwise weight gradient is slow on CPU (52 ms against 2.3 ms for
-the forward at batch 16, 96 channels, L = 2304, bf16, one thread), while the input gradient is the same
-conv in the other direction and the weight gradient is W shifted dot products (17 ms together).
+The backward is written out: oneDNN's depthwise backward is slow on CPU, while the input gradient is the
+same conv in the other direction and the weight gradient is W shifted dot products (forward + backward
+21 against 32 ms in bf16, 14 against 37 ms in float32, at MMA-T's training shape; benchmarks/bench_conv.py).
 """
 
 from __future__ import annotations
