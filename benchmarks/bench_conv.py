@@ -31,6 +31,21 @@ def _library_conv(x, weight, bias):
     return causal_conv1d(x, weight, bias, "silu")
 
 
+def _time(conv, inputs: tuple[torch.Tensor, ...], repeat: int) -> tuple[float, float]:
+    """Milliseconds of the forward alone and of forward + backward (gradients of every input)."""
+    leaves = [t.detach().requires_grad_(True) for t in inputs]
+    upstream = torch.randn_like(conv(*leaves))  # the output's (channels-last) layout, as in training
+
+    def forward() -> None:
+        with torch.no_grad():
+            conv(*leaves)
+
+    def both() -> None:
+        conv(*leaves).backward(upstream)
+
+    return min(time_calls(forward, repeat)) * 1e3, min(time_calls(both, repeat)) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -49,17 +64,7 @@ def main() -> None:
         weight = torch.randn(args.channels, 4, generator=generator)
         bias = torch.randn(args.channels, generator=generator)
         for name, conv in (("conv2d autograd", _autograd_conv2d), ("mma.ops.causal_conv1d", _library_conv)):
-            leaves = [t.detach().requires_grad_(True) for t in (x, weight, bias)]
-            upstream = torch.randn_like(conv(*leaves))  # the output's (channels-last) layout, as in training
-
-            def forward() -> None:
-                with torch.no_grad():
-                    conv(*leaves)
-
-            def both() -> None:
-                conv(*leaves).backward(upstream)
-
-            fwd, fwd_bwd = (min(time_calls(f, args.repeat)) * 1e3 for f in (forward, both))
+            fwd, fwd_bwd = _time(conv, (x, weight, bias), args.repeat)
             print(f"| {str(dtype).removeprefix('torch.')} | {name} | {fwd:.1f} | {fwd_bwd:.1f} |")
 
 

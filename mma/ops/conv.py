@@ -9,7 +9,7 @@ the long input and output.
 
 The backward is written out: oneDNN's depthwise backward is slow on CPU, while the input gradient is the
 same conv in the other direction and the weight gradient is W shifted dot products (forward + backward
-21 against 32 ms in bf16, 14 against 37 ms in float32, at MMA-T's training shape; benchmarks/bench_conv.py).
+14 against 30 ms in float32 and 17-25 against 25-27 ms in bf16 at MMA-T's training shape; bench_conv.py).
 """
 
 from __future__ import annotations
