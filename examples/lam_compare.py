@@ -60,15 +60,15 @@ def arguments() -> argparse.Namespace:
 
 
 def load(name: str, scale: int, device: str, role: str):
-    """The network, or exit saying how to get it: the 'w/ CNN' weights are not shipped, only their run."""
+    """The network, or exit saying how to get it: the 'w/ CNN' weights are not shipped in the package."""
     try:
         return api.load_model(name, scale, device=device)
     except MMAError as exc:
         sys.exit(
             f"error: {role} weights: {exc}\n"
-            f"The 'w/ CNN' x{scale} weights come from the run in weights/training/mma-t-cnn-x{scale}: "
-            f"`mma train --resume --out weights/training/mma-t-cnn-x{scale} --export FILE` writes them; "
-            "pass --cnn-model FILE."
+            "Only x2 'w/ CNN' weights are committed (weights/training/mma-t-cnn-x2/ema.safetensors); "
+            f"train others with `mma train --preset cpu-small --mixer cnn+ca --scale {scale} --data HR_DIR --export FILE` "
+            "and pass --cnn-model FILE."
         )
 
 
