@@ -21,7 +21,7 @@ from mma.imaging.io import read_image, write_image
 from mma.imaging.resize import imresize, modcrop
 from mma.metrics import psnr, ssim
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".webp")
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
 
@@ -64,7 +64,7 @@ def dataset_name(path: str | Path) -> str:
 
 
 def find_images(path: str | Path) -> list[Path]:
-    """HR images (png/bmp/jpg) of a dataset folder, sorted; its `HR` subfolder is used when present."""
+    """HR images (png/bmp/jpg/webp) of a dataset folder, sorted; its `HR` subfolder is used when present."""
     path = Path(path)
     if not path.is_dir():
         raise ImageReadError(f"{path}: no such dataset directory")

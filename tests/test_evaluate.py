@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mma.cli import app
 from mma.errors import ConfigError, ImageReadError
-from mma.evaluate import dataset_name, evaluate_dataset, find_images
+from mma.evaluate import dataset_name, evaluate_dataset, find_images, read_rgb
 from mma.imaging.resize import imresize, modcrop
 from mma.metrics import psnr, ssim
 
@@ -108,6 +108,15 @@ def test_hr_subfolder_is_preferred(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(root / "LR_bicubic" / "z.png")
     assert [p.name for p in find_images(root)] == ["y.jpg", "z.png"]
     assert dataset_name(root) == dataset_name(root / "HR") == "Set9"
+
+
+def test_lossless_webp_dataset_reads_like_png(tmp_path: Path) -> None:
+    """Lossless WebP holds a data set in about 2/3 of PNG's bytes; its pixels must come back unchanged."""
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.webp", lossless=True)
+    (found,) = find_images(tmp_path)
+    assert found.name == "a.webp"
+    np.testing.assert_array_equal(read_rgb(found), pixels)
 
 
 def test_missing_or_empty_dataset(tmp_path: Path) -> None:
