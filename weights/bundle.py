@@ -85,8 +85,9 @@ def cell(result: DatasetResult) -> str:
 
 
 def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[DatasetResult],
-         log: list[dict[str, str]], hardware: str) -> str:
-    """The model card (README.md) of a bundled model."""
+         log: list[dict[str, str]], hardware: str, outlook: str | None = None) -> str:
+    """The model card (README.md) of a bundled model; `outlook` (what closing the gap would take) gets its own
+    section, since a card of weights that fall short should say what more training would cost."""
     recipe, data = meta["recipe"], meta["data"]
     init = recipe.get("init")
     start = f"`{Path(init).name}` (see weights/TRAINING.md)" if init else "random initialisation"
@@ -100,6 +101,7 @@ def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[Datase
             f"| **this model** | **{cell(ours[0])}** | **{cell(ours[1])}** |"]
     rows += [f"| {name} | {values[scale][0]:.2f} | {values[scale][1]:.2f} |" for name, values in REFERENCES.items()]
     table = "\n".join(rows)
+    rest = f"\n## What the rest would take\n\n{outlook}\n" if outlook else ""
     return f"""---
 license: mit
 library_name: mma-sr
@@ -143,7 +145,7 @@ to choose anything; the final EMA weights of the run are what ships.
 {table}
 
 {verdict}
-
+{rest}
 ## Limitations
 
 - Trained on bicubic downscaling only: photos with noise, JPEG artefacts or camera blur are not what it
@@ -160,6 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="training run directory (holds ema.safetensors)")
     parser.add_argument("--hardware", required=True, help="what the run was trained on, for the card")
+    parser.add_argument("--outlook", help="what more training the remaining gap would take, for the card")
     args = parser.parse_args()
 
     weights = args.run / EMA_FILE
@@ -173,7 +176,7 @@ def main() -> None:
     save_pretrained(model, target, **provenance)
 
     ours, bicubic = measure(model, scale), measure(None, scale)
-    text = card(meta, scale, ours, bicubic, read_log(args.run), args.hardware)
+    text = card(meta, scale, ours, bicubic, read_log(args.run), args.hardware, args.outlook)
     atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     scores = {r.name: {"psnr": r.psnr, "ssim": r.ssim, "bicubic_psnr": b.psnr, "bicubic_ssim": b.ssim}
               for r, b in zip(ours, bicubic)}
