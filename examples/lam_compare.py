@@ -67,8 +67,8 @@ def load(name: str, scale: int, device: str, role: str):
         sys.exit(
             f"error: {role} weights: {exc}\n"
             "Only x2 'w/ CNN' weights are committed (weights/training/mma-t-cnn-x2/ema.safetensors); "
-            f"train others with `mma train --preset cpu-small --mixer cnn+ca --scale {scale} --data HR_DIR --export FILE` "
-            "and pass --cnn-model FILE."
+            f"train others with `mma train --preset cpu-small --mixer cnn+ca --scale {scale} --data HR_DIR "
+            "--export FILE` and pass --cnn-model FILE."
         )
 
 
