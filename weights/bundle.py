@@ -56,7 +56,7 @@ def training_hours(rows: list[dict[str, str]]) -> float:
 
 
 def lr_history(rows: list[dict[str, str]]) -> str:
-    """The learning rate as the run used it, e.g. "5e-04 from 0, 2.5e-04 from 450, ...": a resumed run with a
+    """The learning rate as the run used it, e.g. "0.0005 from 0, 0.00025 from 450, ...": a resumed run with a
     longer schedule goes back up, which the configured milestones alone would hide."""
     changes, current = [], None
     for row in rows:

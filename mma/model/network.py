@@ -74,7 +74,7 @@ class MMA(nn.Module):
     def scale(self) -> int:
         return self.config.scale
 
-    def set_scan_backend(self, backend: str | None) -> "MMA":
+    def set_scan_backend(self, backend: str | None) -> MMA:
         """Force a selective-scan backend ("cpu", "torch", "cuda") for every layer; None = automatic."""
         for module in self.modules():
             if hasattr(module, "scan_backend"):
@@ -84,8 +84,8 @@ class MMA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         img_range = self.config.img_range
         # Channels-last activations throughout: oneDNN's convs run faster in that layout (a 1.1x faster CPU
-        # forward), LayerNorm over channels needs no copy, and the Vim branch's
-        # (B, L, C) tokens are a plain view of the feature map.
+        # forward), LayerNorm over channels needs no copy, and the Vim branch's (B, L, C) tokens are a plain
+        # view of the feature map.
         x = x.contiguous(memory_format=torch.channels_last)
         # Built per call in the input's dtype: a float32 buffer would round the mean for float64 runs.
         mean = torch.tensor(self.config.rgb_mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
