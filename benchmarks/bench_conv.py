@@ -17,8 +17,8 @@ import platform
 
 import torch
 import torch.nn.functional as F
-
 from timing import time_calls
+
 from mma.ops import causal_conv1d
 from mma.ops.conv import _conv
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from timing import time_calls
 
 from mma.imaging.resize import imresize
-from timing import time_calls
 
 WIDTH, HEIGHT = 2040, 1356
 

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 
 import torch
-
 from timing import time_calls
+
 from mma.ops import available_backends, reference, selective_scan
 
 DEFAULT_CONFIGS = "96x4096,96x16384,96x65536,384x4096,384x16384"

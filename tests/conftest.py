@@ -1,8 +1,11 @@
-"""Shared test fixtures: where the read-only data and the published spec live."""
+"""Shared test fixtures: where the read-only data and the published spec live, and the repository's scripts."""
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -24,3 +27,16 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"benchmark data not found at {DATA} (../shared is absent)")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """Import a script that is not part of the package (weights/bundle.py, benchmarks/...) by its path."""
+
+    def load(relative: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(Path(relative).stem + "_script", REPO / relative)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

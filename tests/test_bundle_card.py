@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from mma.evaluate import DatasetResult, ImageScore
 
-SCRIPT = Path(__file__).resolve().parents[1] / "weights" / "bundle.py"
-
 
 @pytest.fixture(scope="module")
-def bundle():
-    spec = importlib.util.spec_from_file_location("bundle_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bundle(load_script):
+    return load_script("weights/bundle.py")
 
 
 META = {
