@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from mma.cli import app
 from mma.errors import CheckpointError, ConfigError, OutputError
 from mma.model import build_model
-from mma.train import TrainConfig, TrainEvent, build_config, train
+from mma.train import TrainConfig, TrainEvent, build_config, saved_config, train
 from mma.train import state as state_module
 from mma.train.ema import EMA, warmed_decay
 from mma.train.export import init_from
@@ -261,6 +261,15 @@ def test_an_interrupted_run_resumes_to_identical_weights(
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
     logged = [row["iteration"] for row in _read_csv(tmp_path / "cut" / "train_log.csv")]
     assert logged == [str(i) for i in range(1, 8)]  # rows of the lost iteration 5 were not duplicated
+
+
+def test_a_saved_run_resumes_on_whatever_machine_it_finds(images: Path, tmp_path: Path) -> None:
+    """A run trained with device="cuda" (here "cpu") must not carry that choice to the next machine."""
+    cfg = _config(images, tmp_path / "run", iters=1, device="cpu")
+    train(cfg)
+    saved = saved_config(cfg.out)
+    assert (saved.device, saved.workers) == ("auto", None)
+    assert saved.replace(device="cpu", workers=0) == cfg
 
 
 def test_resume_refuses_a_different_network(images: Path, tmp_path: Path) -> None:

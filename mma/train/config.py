@@ -74,6 +74,12 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
+    def for_this_machine(self) -> TrainConfig:
+        """This run with the machine options at their defaults, so a run saved on a GPU resumes on a CPU
+        (or another GPU) without flags; flags given on resume still override them."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in MACHINE_FIELDS}
+        return self.replace(**defaults)
+
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -95,6 +101,8 @@ RECIPE_FIELDS = (
     "seed",
 )
 NETWORK_FIELDS = RECIPE_FIELDS[:3]
+# Options of the machine a run happens to run on: a resumed run chooses them afresh (see `for_this_machine`).
+MACHINE_FIELDS = ("device", "workers")
 
 
 def _validate(cfg: TrainConfig) -> None:

@@ -76,9 +76,10 @@ class TrainResult:
 
 
 def saved_config(out: str | Path) -> TrainConfig | None:
-    """The configuration stored in `out`'s training state, or None when `out` holds no run."""
+    """The configuration stored in `out`'s training state (device and workers reset to their defaults),
+    or None when `out` holds no run."""
     path = Path(out) / STATE_FILE
-    return TrainConfig.from_dict(load_state(path)["config"]) if path.is_file() else None
+    return TrainConfig.from_dict(load_state(path)["config"]).for_this_machine() if path.is_file() else None
 
 
 def train(
