@@ -150,7 +150,7 @@ to choose anything; the final EMA weights of the run are what ships.
 
 - Trained on bicubic downscaling only: photos with noise, JPEG artefacts or camera blur are not what it
   learned to undo, and it will sharpen those too.
-- Far less training than the paper's: {meta['iterations']} iterations at batch {recipe['batch']} on 291 images on a CPU,
+- Far less training than the paper's: {meta['iterations']} iterations at batch {recipe['batch']} on 291 images (hardware above),
   against 800K iterations of ImageNet pre-training and 250K of DF2K fine-tuning at batch 64. That is why it
   scores below the paper's MMA-T.
 - The training images (T91; BSDS200 from the Berkeley Segmentation Dataset) are research data sets; check
