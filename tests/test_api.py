@@ -37,6 +37,11 @@ def direct(net: nn.Module, array: np.ndarray) -> np.ndarray:
     return out.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
+def test_the_public_api_lists_exactly_the_lazy_names_and_each_resolves():
+    assert set(mma.__all__) == {"__version__", *mma._LAZY}
+    assert all(getattr(mma, name) is not None for name in mma.__all__)
+
+
 def test_numpy_uint8_whole_image_equals_the_network(tiny):
     array = RNG.integers(0, 256, (11, 13, 3), dtype=np.uint8)
     result = upscale(array, 2, tiny, tile=None)

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from mma.errors import CheckpointError, ConfigError, OutputError
+from mma.fileio import atomic_write
 from mma.model import MMAConfig, build_model, infer_config
 from mma.weights import load_checkpoint, load_weights_into, model_from_file, save_safetensors
-from mma.fileio import atomic_write
 from mma.weights.checkpoint import encode_metadata
 
 TINY = {"num_feat": 8, "num_block": 1}

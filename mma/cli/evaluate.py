@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mma.cli.app import command
-from mma.fileio import atomic_write
 from mma.errors import ConfigError, MMAError
+from mma.fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from mma.evaluate import Upscaler

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -11,7 +12,7 @@ from mma.errors import ConfigError
 from mma.model.config import CUSTOM, MIXERS, SCALES, VARIANTS, MMAConfig
 from mma.model.network import MMA
 
-__all__ = ["MIXERS", "MMA", "MMAConfig", "SCALES", "VARIANTS", "build_model", "infer_config"]
+__all__ = ["MIXERS", "MMA", "SCALES", "VARIANTS", "MMAConfig", "build_model", "infer_config"]
 
 
 def build_model(variant: str = "mma-t", scale: int = 4, **overrides: Any) -> MMA:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from mma.errors import ConfigError
 
@@ -66,7 +67,7 @@ class MMAConfig:
         return int(self.num_feat * self.ffn_expansion)
 
     @classmethod
-    def named(cls, variant: str, scale: int, **overrides: Any) -> "MMAConfig":
+    def named(cls, variant: str, scale: int, **overrides: Any) -> MMAConfig:
         """The published configuration of `variant` at `scale`, with optional field overrides."""
         key = variant.lower()
         if key not in VARIANTS:
@@ -83,7 +84,7 @@ class MMAConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MMAConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> MMAConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if "rgb_mean" in values:

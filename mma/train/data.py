@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mma.errors import ConfigError
 from mma.evaluate import find_images, read_rgb
-from mma.imaging.resize import imresize, modcrop
 from mma.fileio import atomic_write
+from mma.imaging.resize import imresize, modcrop
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from huggingface_hub.errors import (
 )
 
 from mma.errors import CheckpointError, ChecksumError, ConfigError, WeightsNotFoundError
-from mma.model import MMA, MMAConfig
 from mma.fileio import atomic_write
+from mma.model import MMA, MMAConfig
 from mma.weights.checkpoint import save_safetensors
 from mma.weights.loading import model_from_file
 
