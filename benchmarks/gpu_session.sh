@@ -51,7 +51,7 @@ iters=$($py -c "import sys; print(int(sys.argv[1]) + int((int(sys.argv[2]) - 20)
 echo "== burst: $run from iteration $start to $iters (${step:-?} s/it measured)"
 timeout -k 30 "$burst" $py -m mma train --resume --out "$run" --iters "$iters" --device "$device" 2>"$out/burst.log"
 echo "burst exit status $?"
-tr '\r' '\n' <"$out/burst.log" | grep -v -e '^training:' -e '^ *$' | tail -n 15
+tr '\r' '\n' <"$out/burst.log" | grep -v -e '^training:' -e '^preparing LR images:' -e '^ *$' | tail -n 15
 tail -n 3 "$run/train_log.csv"
 cat "$run/val_log.csv"
 cp "$run"/{state.ckpt,ema.safetensors,train_log.csv,val_log.csv,config.json} "$out"/
