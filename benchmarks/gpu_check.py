@@ -5,8 +5,10 @@ Run on a machine with a CUDA GPU; without one it says so and exits 0. Checks, ea
   forward and the gradients of every input, forward and reverse; float32 must stay within 1e-5 (relative to
   the largest reference value);
 - fp16 / bf16 inputs through the `torch` backend (and `cuda` where it runs): error reported, not judged;
-- `cuda` backend (mamba-ssm selective_scan_fn, causal-conv1d) against the reference, where it imports;
-- forward time of the scan per backend at the network's sizes;
+- `cuda` backend (mamba-ssm selective_scan_fn, causal-conv1d) and `triton` backend (our Triton kernels)
+  against the reference, where they run;
+- forward time of the scan per backend at the network's sizes, and forward + backward time at the
+  training sizes (batch 16, 48x48 and 64x64 patches);
 - with `--network`: forward time and peak memory of MMA-T x2/x4 and MMA-B x2 on 256x256 and 512x512 inputs
   (`--network-only` skips the scan checks).
 Exit status 1 when a parity check fails.
@@ -135,6 +137,20 @@ def scan_speed(names: list[str], device: torch.device, repeat: int) -> None:
             print(f"| {name} | {batch} | {channels} | {length} | {ms} |", flush=True)
 
 
+def forward_backward(name: str, x: dict[str, torch.Tensor], upstream: torch.Tensor) -> None:
+    torch.autograd.grad((scan_with(name)(False, **x) * upstream).sum(), list(x.values()))
+
+
+def train_scan_speed(names: list[str], device: torch.device, repeat: int) -> None:
+    print("\n| backend | batch | D | L | forward + backward ms |\n|---|---:|---:|---:|---:|")
+    for batch, channels, length in ((16, 96, 48 * 48), (16, 96, 64 * 64)):
+        x = {k: v.to(device).requires_grad_(True) for k, v in make_inputs(batch, channels, length).items()}
+        upstream = torch.randn(batch, channels, length, device=device)
+        for name in names:
+            ms = gpu_ms(lambda n=name, x=x, up=upstream: forward_backward(n, x, up), repeat)
+            print(f"| {name} | {batch} | {channels} | {length} | {ms:.2f} |", flush=True)
+
+
 def network_speed(device: torch.device, backends: list[str], repeat: int) -> None:
     try:
         from mma import build_model
@@ -166,6 +182,8 @@ def main() -> int:
     parser.add_argument("--network", action="store_true", help="also time the whole network (mma.build_model)")
     parser.add_argument("--network-only", action="store_true", help="time the network, skip the scan checks")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per case (minimum reported)")
+    parser.add_argument("--backends", nargs="+", help="scan backends to check (default: torch-loop, "
+                        "torch-chunked and every usable GPU backend)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device is available to PyTorch: nothing to check here")
@@ -174,17 +192,20 @@ def main() -> int:
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     reasons = available_backends()
     print("backends: " + ", ".join(f"{k}: {'usable' if v is None else v}" for k, v in reasons.items()))
-    names = ["torch-loop", "torch-chunked"] + (["cuda"] if reasons["cuda"] is None else [])
+    gpu_backends = [name for name in ("cuda", "triton") if reasons[name] is None]
+    names = args.backends or ["torch-loop", "torch-chunked", *gpu_backends]
+    fast = [name for name in names if name != "torch-loop"]  # the loop order launches kernels per token
     ok = True
     if not args.network_only:
         ok = all([check_parity(name, device) for name in names])  # noqa: C419  (run every check)
-        if reasons["cuda"] is None:
+        if "cuda" in names:
             ok &= check_conv(device)
-        for name in names[1:]:
+        for name in fast:
             check_half(name, device)
-        scan_speed(names[1:], device, args.repeat)  # the loop order launches kernels per token: CPU only
+        scan_speed(fast, device, args.repeat)
+        train_scan_speed(fast, device, args.repeat)
     if args.network or args.network_only:
-        network_speed(device, ["torch"] + (["cuda"] if reasons["cuda"] is None else []), args.repeat)
+        network_speed(device, ["torch", *gpu_backends], args.repeat)
     print("\nall parity checks passed" if ok else "\nSOME PARITY CHECKS FAILED")
     return 0 if ok else 1
 

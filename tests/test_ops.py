@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +12,27 @@ import pytest
 import torch
 
 from mma.errors import BackendUnavailableError, ConfigError
-from mma.ops import available_backends, causal_conv1d, reference, resolve_backend, scan_torch, selective_scan
+from mma.ops import (
+    available_backends,
+    causal_conv1d,
+    reference,
+    resolve_backend,
+    scan_torch,
+    scan_triton,
+    selective_scan,
+)
+from mma.ops.dispatch import DEVICE_TYPES
 
-USABLE = [name for name, reason in available_backends().items() if reason is None]
+# backends that take the CPU tensors these tests make
+USABLE = [name for name, reason in available_backends().items()
+          if reason is None and DEVICE_TYPES.get(name, "cpu") == "cpu"]
+# The Triton kernels, run by Triton's interpreter on CPU tensors where there is no GPU: slow (a few ms per
+# token), so they take the short cases only, but every line of the kernels runs against the reference.
+TRITON_INTERPRETED = (["triton-interpreted"] if importlib.util.find_spec("triton") and not torch.cuda.is_available()
+                      else [])
+if TRITON_INTERPRETED:
+    os.environ["TRITON_INTERPRET"] = "1"  # read when mma.ops._triton_kernels is first imported
+KERNELS = USABLE + ["torch-chunked"] + TRITON_INTERPRETED
 
 
 def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -41,45 +60,45 @@ def _inputs(batch=2, dch=20, n=16, length=50, dtype=torch.float32, delta_scale=1
     return tensors
 
 
-@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("backend", USABLE + TRITON_INTERPRETED)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("softplus", [True, False])
 def test_scan_matches_reference(backend, reverse, softplus):
     x = _inputs(delta_scale=1.0 if softplus else 0.3)
     if not softplus:
         x["delta"], x["delta_bias"] = x["delta"].abs(), x["delta_bias"].abs()  # keep delta > 0
-    out = selective_scan(**x, delta_softplus=softplus, reverse=reverse, backend=backend)
+    out = _scan(backend, x, delta_softplus=softplus, reverse=reverse)
     ref = reference.selective_scan(**x, delta_softplus=softplus, reverse=reverse)
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert _rel_err(out, ref) <= 1e-5
 
 
-@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("backend", USABLE + TRITON_INTERPRETED)
 def test_scan_optional_inputs_and_contiguous_layout(backend):
     x = _inputs(batch=1, dch=7, n=5, length=33)
     x = {k: v.contiguous() for k, v in x.items()}
     delta = x["delta"].abs()
-    out = selective_scan(x["u"], delta, x["A"], x["B"], x["C"], backend=backend)
+    out = _scan(backend, {"u": x["u"], "delta": delta, "A": x["A"], "B": x["B"], "C": x["C"]})
     ref = reference.selective_scan(x["u"], delta, x["A"], x["B"], x["C"])
     assert _rel_err(out, ref) <= 1e-5
 
 
-@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("backend", USABLE + TRITON_INTERPRETED)
 def test_scan_reads_any_strides(backend):
     x = _inputs(batch=3, dch=5, n=4, length=80)
     x["u"] = torch.randn(3, 5, 160)[..., ::2]  # every other token
     x["B"] = torch.randn(1, 4, 80).expand(3, 4, 80)  # stride 0 over the batch
     x["C"] = torch.randn(4, 80, 3).permute(2, 0, 1)  # batch innermost
-    out = selective_scan(**x, delta_softplus=True, backend=backend)
+    out = _scan(backend, x, delta_softplus=True)
     ref = reference.selective_scan(**x, delta_softplus=True)
     assert _rel_err(out, ref) <= 1e-5
 
 
-@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("backend", USABLE + TRITON_INTERPRETED)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_scan_half_inputs_keep_their_dtype(backend, dtype):
     x = _inputs(batch=1, dch=6, n=4, length=40)
-    out = selective_scan(**{k: v.to(dtype) for k, v in x.items()}, delta_softplus=True, backend=backend)
+    out = _scan(backend, {k: v.to(dtype) for k, v in x.items()}, delta_softplus=True)
     ref = reference.selective_scan(**{k: v.to(dtype) for k, v in x.items()}, delta_softplus=True)
     assert out.dtype == dtype and _rel_err(out, ref) <= 1e-2
 
@@ -122,7 +141,7 @@ def test_torch_methods_match_reference(method, reverse):
     assert _rel_err(out, ref) <= 1e-5
 
 
-@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
+@pytest.mark.parametrize("backend", KERNELS)
 def test_scan_extreme_delta(backend):
     x = _inputs(length=300)
     x["delta"] = x["delta"] * 10.0  # softplus inputs from about -40 to +40: both tails of softplus
@@ -138,7 +157,7 @@ def _long_case() -> tuple[dict, torch.Tensor]:
     return x, reference.selective_scan(**x, delta_softplus=True, reverse=True)
 
 
-@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
+@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])  # the interpreter would take minutes
 def test_scan_long_sequence_is_finite_and_exact(backend):
     x, ref = _long_case()
     out = _scan(backend, x, delta_softplus=True, reverse=True)
@@ -146,16 +165,20 @@ def test_scan_long_sequence_is_finite_and_exact(backend):
 
 
 def _scan(backend: str, x: dict, **kw) -> torch.Tensor:
+    """A dispatch backend by name, or "torch-chunked" / "triton-interpreted" called directly."""
     if backend == "torch-chunked":
         return scan_torch.selective_scan(**x, method="chunked", **kw)
+    if backend == "triton-interpreted":
+        return scan_triton.selective_scan(**x, **kw)
     return selective_scan(**x, backend=backend, **kw)
 
 
-@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_scan_gradients_match_reference(backend, reverse):
-    x = _inputs(batch=2, dch=9, n=6, length=600, grad=True)  # several checkpoints and torch segments
-    weight = torch.randn(2, 9, 600, generator=torch.Generator().manual_seed(1))
+    length = 150 if backend == "triton-interpreted" else 600  # else several checkpoints and torch segments
+    x = _inputs(batch=2, dch=9, n=6, length=length, grad=True)
+    weight = torch.randn(2, 9, length, generator=torch.Generator().manual_seed(1))
     out = _scan(backend, x, delta_softplus=True, reverse=reverse)
     grads = torch.autograd.grad((out * weight).sum(), list(x.values()))
     ref = reference.selective_scan(**x, delta_softplus=True, reverse=reverse)
@@ -164,7 +187,11 @@ def test_scan_gradients_match_reference(backend, reverse):
         assert _rel_err(g, r) <= 1e-4, name
 
 
-@pytest.mark.parametrize("backend", USABLE + ["torch-chunked"])
+@pytest.mark.parametrize(
+    "backend",
+    USABLE + ["torch-chunked"]
+    + [pytest.param(name, marks=pytest.mark.slow) for name in TRITON_INTERPRETED],  # about a minute each
+)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_scan_gradcheck_float64(backend, reverse):
     x = _inputs(batch=2, dch=3, n=2, length=9, dtype=torch.float64, grad=True)
@@ -290,3 +317,20 @@ def test_env_var_overrides_automatic_choice_and_argument_overrides_env(monkeypat
 def test_automatic_choice_on_cpu():
     assert resolve_backend(None, torch.device("cpu")) == ("cpu" if "cpu" in USABLE else "torch")
     assert resolve_backend("auto", "cpu") in USABLE
+
+
+@pytest.mark.parametrize(
+    ("unavailable", "expected"), [((), "cuda"), (("cuda",), "triton"), (("cuda", "triton"), "torch")]
+)
+def test_automatic_choice_on_cuda_prefers_mamba_then_triton(monkeypatch, unavailable, expected):
+    from mma.ops import dispatch
+
+    monkeypatch.setattr(dispatch, "available_backends", lambda: {
+        "cpu": None, "torch": None, **{name: ("missing" if name in unavailable else None) for name in ("cuda", "triton")}
+    })
+    assert resolve_backend(None, "cuda") == expected
+
+
+def test_triton_backend_on_cpu_tensors_is_refused():
+    with pytest.raises(BackendUnavailableError, match="'triton' is unavailable: .*(CUDA|triton)"):
+        resolve_backend("triton", "cpu")

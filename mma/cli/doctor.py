@@ -24,6 +24,7 @@ def doctor() -> None:
     from mma import __version__
     from mma.model import build_model
     from mma.ops import available_backends
+    from mma.ops.dispatch import DEVICE_TYPES
 
     typer.echo(f"mma-sr {__version__}, torch {torch.__version__}, Python {platform.python_version()}")
     typer.echo(f"devices: {', '.join(_devices())}")
@@ -35,7 +36,7 @@ def doctor() -> None:
         if reason is not None:
             typer.echo(f"scan backend {name:5s}: unavailable ({reason})")
             continue
-        device = "cuda" if name == "cuda" else "cpu"
+        device = DEVICE_TYPES.get(name, "cpu")
         with torch.no_grad():
             out = model.to(device).set_scan_backend(name)(image.to(device)).cpu()
         if not torch.isfinite(out).all():

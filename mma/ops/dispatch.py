@@ -1,8 +1,9 @@
 """Choose a scan/conv backend per call: argument, else `MMA_SCAN_BACKEND`, else the best that runs here.
 
-Backends: "cuda" (mamba-ssm + causal-conv1d kernels), "cpu" (numba-compiled kernels), "torch" (pure
-PyTorch, any device). Optional ones are probed lazily, so a missing package is a reason string in
-`available_backends()`, and only an explicit request for it raises `BackendUnavailableError`.
+Backends: "cuda" (mamba-ssm + causal-conv1d kernels), "triton" (our Triton scan, CUDA tensors), "cpu"
+(numba-compiled kernels), "torch" (pure PyTorch, any device). Optional ones are probed lazily, so a
+missing package is a reason string in `available_backends()`, and only an explicit request for it
+raises `BackendUnavailableError`.
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ import torch
 from torch import Tensor
 
 from mma.errors import BackendUnavailableError, ConfigError
-from mma.ops import conv, cuda, scan_cpu, scan_torch
+from mma.ops import conv, cuda, scan_cpu, scan_torch, scan_triton
 
 ENV_VAR = "MMA_SCAN_BACKEND"
-BACKENDS = ("cpu", "torch", "cuda")
+BACKENDS = ("cpu", "torch", "cuda", "triton")
+DEVICE_TYPES = {"cpu": "cpu", "cuda": "cuda", "triton": "cuda"}  # the device each compiled backend runs on
 
 
 def available_backends() -> dict[str, str | None]:
     """Backend name -> None when it can run on this machine, else the reason it cannot."""
-    return {"cpu": scan_cpu.unavailable_reason(), "torch": None, "cuda": cuda.unavailable_reason()}
+    return {"cpu": scan_cpu.unavailable_reason(), "torch": None, "cuda": cuda.unavailable_reason(),
+            "triton": scan_triton.unavailable_reason()}
 
 
 def resolve_backend(name: str | None, device: torch.device | str) -> str:
     """The backend to use for tensors on `device`: `name`, else $MMA_SCAN_BACKEND, else automatic.
 
-    Automatic: "cuda" on CUDA when mamba-ssm imports, "cpu" on CPU when numba works, else "torch".
+    Automatic: on CUDA "cuda" when mamba-ssm imports, else "triton" when triton does; on CPU "cpu" when
+    numba works; else "torch".
     """
     device = torch.device(device)
     source = "backend argument"
@@ -39,8 +43,8 @@ def resolve_backend(name: str | None, device: torch.device | str) -> str:
     if name not in BACKENDS:
         raise ConfigError(f"unknown scan backend {name!r} ({source}); choose one of {', '.join(BACKENDS)} or auto")
     reason = available_backends()[name]
-    if reason is None and name != "torch" and device.type != name:
-        reason = f"it runs on {name.upper()} tensors only, these are on {device}"
+    if reason is None and name != "torch" and device.type != DEVICE_TYPES[name]:
+        reason = f"it runs on {DEVICE_TYPES[name].upper()} tensors only, these are on {device}"
     if reason is not None:
         raise BackendUnavailableError(f"scan backend {name!r} is unavailable: {reason}")
     return name
@@ -48,20 +52,21 @@ def resolve_backend(name: str | None, device: torch.device | str) -> str:
 
 def _automatic(device: torch.device) -> str:
     reasons = available_backends()
-    if device.type in ("cpu", "cuda") and reasons[device.type] is None:
-        return device.type
-    return "torch"
+    preferred = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
+    return next((name for name in preferred if reasons[name] is None), "torch")
 
 
 _SCANS: dict[str, Callable[..., Tensor]] = {
     "cpu": scan_cpu.selective_scan,
     "torch": scan_torch.selective_scan,
     "cuda": cuda.selective_scan,
+    "triton": scan_triton.selective_scan,
 }
 _CONVS: dict[str, Callable[..., Tensor]] = {
     "cpu": conv.causal_conv1d,
     "torch": conv.causal_conv1d,
     "cuda": cuda.causal_conv1d,
+    "triton": conv.causal_conv1d,
 }
 
 
