@@ -4,6 +4,7 @@ stateless (seeded) sampling, DDP sharding, the held-out validation split."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,24 @@ def test_loader_batches_do_not_depend_on_the_number_of_workers() -> None:
     inline, parallel = batches(0), batches(2)
     assert len(inline) == 4 and inline[0][0].shape == (4, 3, 5, 5) and inline[0][1].shape == (4, 3, 10, 10)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(inline, parallel))
+
+
+class _SignalProbe(torch.utils.data.Dataset):
+    """Reports, from inside a loader worker, whether SIGINT and SIGTERM are ignored there."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor([signal.getsignal(sig) == signal.SIG_IGN for sig in (signal.SIGINT, signal.SIGTERM)])
+
+
+def test_loader_workers_leave_stop_signals_to_the_main_process() -> None:
+    """A group-wide SIGTERM (timeout, Slurm) must reach only the trainer, which saves before it stops."""
+    before = signal.getsignal(signal.SIGTERM)
+    batches = list(make_loader(_SignalProbe(), [[0, 1], [2, 3]], workers=2, pin_memory=False))
+    assert all(batch.all() for batch in batches)
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_validation_split_is_seeded_and_disjoint() -> None:

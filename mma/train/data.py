@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -214,4 +215,13 @@ def make_loader(
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        worker_init_fn=_leave_signals_to_the_main_process if workers else None,
     )
+
+
+def _leave_signals_to_the_main_process(worker_id: int) -> None:
+    """Ctrl-C and `timeout`/Slurm/`docker stop` signal the whole process group. A worker that died of
+    it would make the main process fail mid-step instead of finishing the step and saving, so workers
+    ignore both signals and end when the main process shuts its loader down (or itself ends)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
