@@ -54,7 +54,7 @@ start=$($py -c "import torch, sys; print(torch.load(sys.argv[1], weights_only=Tr
 iters=$($py -c "import sys; print(int(sys.argv[1]) + int((int(sys.argv[2]) - 20) / (1.1 * float(sys.argv[3] or 1))))" \
     "$start" "$burst" "$step")
 echo "== burst: $run from iteration $start to $iters (${step:-?} s/it measured)"
-timeout -k 30 "$burst" $py -m mma train --resume --out "$run" --iters "$iters" --device "$device" 2>"$out/burst.log"
+timeout --foreground -k 30 "$burst" $py -m mma train --resume --out "$run" --iters "$iters" --device "$device" 2>"$out/burst.log"
 echo "burst exit status $?"
 tr '\r' '\n' <"$out/burst.log" | grep -v -e '^training:' -e '^preparing LR images:' -e '^ *$' | tail -n 15
 tail -n 3 "$run/train_log.csv"

@@ -34,14 +34,14 @@ def doctor() -> None:
     reference = None
     for name, reason in backends.items():
         if reason is not None:
-            typer.echo(f"scan backend {name:5s}: unavailable ({reason})")
+            typer.echo(f"scan backend {name:6s}: unavailable ({reason})")
             continue
         device = DEVICE_TYPES.get(name, "cpu")
         with torch.no_grad():
             out = model.to(device).set_scan_backend(name)(image.to(device)).cpu()
         if not torch.isfinite(out).all():
-            typer.echo(f"scan backend {name:5s}: BROKEN (non-finite output)")
+            typer.echo(f"scan backend {name:6s}: BROKEN (non-finite output)")
             raise typer.Exit(1)
         reference = out if reference is None else reference
-        typer.echo(f"scan backend {name:5s}: ok (MMA-T x2 smoke run {tuple(image.shape[-2:])} -> "
+        typer.echo(f"scan backend {name:6s}: ok (MMA-T x2 smoke run {tuple(image.shape[-2:])} -> "
                    f"{tuple(out.shape[-2:])}, max diff to first backend {(out - reference).abs().max():.1e})")
