@@ -8,7 +8,7 @@ Run on a machine with a CUDA GPU; without one it says so and exits 0. Checks, ea
 - `cuda` backend (mamba-ssm selective_scan_fn, causal-conv1d) and `triton` backend (our Triton kernels)
   against the reference, where they run;
 - forward time of the scan per backend at the network's sizes, and forward + backward time at the
-  training sizes (batch 16, 48x48 and 64x64 patches);
+  training sizes (batch 16, 48x48 and 64x64 patches), and for `triton` a few block/warp choices;
 - with `--network`: forward time and peak memory of MMA-T x2/x4 and MMA-B x2 on 256x256 and 512x512 inputs
   (`--network-only` skips the scan checks).
 Exit status 1 when a parity check fails.
@@ -151,6 +151,23 @@ def train_scan_speed(names: list[str], device: torch.device, repeat: int) -> Non
             print(f"| {name} | {batch} | {channels} | {length} | {ms:.2f} |", flush=True)
 
 
+def triton_sweep(device: torch.device, repeat: int) -> None:
+    """Forward + backward of a training batch for a few (channels per program, warps) choices of `triton`."""
+    from mma.ops import scan_triton
+
+    chosen = scan_triton.BLOCK_D, scan_triton.NUM_WARPS
+    x = {k: v.to(device).requires_grad_(True) for k, v in make_inputs(16, 96, 48 * 48).items()}
+    upstream = torch.randn(16, 96, 48 * 48, device=device)
+    print("\n| triton BLOCK_D | NUM_WARPS | forward + backward ms, (16, 96, 2304) |\n|---:|---:|---:|")
+    try:
+        for block, warps in ((8, 1), (16, 1), (16, 2), (32, 1), (32, 2), (64, 2)):
+            scan_triton.BLOCK_D, scan_triton.NUM_WARPS = block, warps
+            ms = gpu_ms(lambda: forward_backward("triton", x, upstream), repeat)
+            print(f"| {block} | {warps} | {ms:.2f}{' (default)' if (block, warps) == chosen else ''} |", flush=True)
+    finally:
+        scan_triton.BLOCK_D, scan_triton.NUM_WARPS = chosen
+
+
 def network_speed(device: torch.device, backends: list[str], repeat: int) -> None:
     try:
         from mma import build_model
@@ -204,6 +221,8 @@ def main() -> int:
             check_half(name, device)
         scan_speed(fast, device, args.repeat)
         train_scan_speed(fast, device, args.repeat)
+        if "triton" in names:
+            triton_sweep(device, args.repeat)
     if args.network or args.network_only:
         network_speed(device, ["torch", *gpu_backends], args.repeat)
     print("\nall parity checks passed" if ok else "\nSOME PARITY CHECKS FAILED")
