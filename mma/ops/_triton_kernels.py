@@ -43,6 +43,19 @@ def _in_range(mask, step, length):
 
 
 @triton.jit
+def _load_step(u_row, dl_row, B_row, C_row, u_st, dl_st, B_st, C_st, d_ok, n_ok, step, length,
+               DTYPE: tl.constexpr, REVERSE: tl.constexpr):
+    """u, delta (BLOCK_D,) and B, C (BLOCK_N,) of scan step `step`, in DTYPE; zeros when step is outside."""
+    t = _token(step, length, REVERSE)
+    d_in, n_in = _in_range(d_ok, step, length), _in_range(n_ok, step, length)
+    u = tl.load(u_row + t * u_st, mask=d_in, other=0.0).to(DTYPE)
+    dl = tl.load(dl_row + t * dl_st, mask=d_in, other=0.0).to(DTYPE)
+    Bt = tl.load(B_row + t * B_st, mask=n_in, other=0.0).to(DTYPE)
+    Ct = tl.load(C_row + t * C_st, mask=n_in, other=0.0).to(DTYPE)
+    return u, dl, Bt, Ct
+
+
+@triton.jit
 def scan_forward(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, y_ptr, states_ptr,
     length, channels, nstate,
@@ -57,24 +70,20 @@ def scan_forward(
     d_ok, n_ok = d < channels, n < nstate
     dn_ok = d_ok[:, None] & n_ok[None, :]
     A = tl.load(A_ptr + d[:, None] * A_sd + n[None, :] * A_sn, mask=dn_ok, other=0.0).to(DTYPE)
-    u_row, dl_row, y_row = u_ptr + b * u_sb + d * u_sd, delta_ptr + b * dl_sb + d * dl_sd, y_ptr + b * y_sb + d * y_sd
+    u_row, dl_row = u_ptr + b * u_sb + d * u_sd, delta_ptr + b * dl_sb + d * dl_sd
+    y_row = y_ptr + b * y_sb + d * y_sd
     B_row, C_row = B_ptr + b * B_sb + n * B_sn, C_ptr + b * C_sb + n * C_sn
     states_row = states_ptr + b * length * channels * nstate + d[:, None] * nstate + n[None, :]
 
-    t = _token(0, length, REVERSE)
-    u = tl.load(u_row + t * u_st, mask=d_ok, other=0.0).to(DTYPE)
-    dl = tl.load(dl_row + t * dl_st, mask=d_ok, other=0.0).to(DTYPE)
-    Bt = tl.load(B_row + t * B_st, mask=n_ok, other=0.0).to(DTYPE)
-    Ct = tl.load(C_row + t * C_st, mask=n_ok, other=0.0).to(DTYPE)
+    u, dl, Bt, Ct = _load_step(
+        u_row, dl_row, B_row, C_row, u_st, dl_st, B_st, C_st, d_ok, n_ok, 0, length, DTYPE, REVERSE
+    )
     h = tl.zeros((BLOCK_D, BLOCK_N), DTYPE)
     for step in range(length):
         t = _token(step, length, REVERSE)
-        d_more, n_more = _in_range(d_ok, step + 1, length), _in_range(n_ok, step + 1, length)
-        t_next = _token(step + 1, length, REVERSE)
-        u_next = tl.load(u_row + t_next * u_st, mask=d_more, other=0.0).to(DTYPE)
-        dl_next = tl.load(dl_row + t_next * dl_st, mask=d_more, other=0.0).to(DTYPE)
-        B_next = tl.load(B_row + t_next * B_st, mask=n_more, other=0.0).to(DTYPE)
-        C_next = tl.load(C_row + t_next * C_st, mask=n_more, other=0.0).to(DTYPE)
+        u_next, dl_next, B_next, C_next = _load_step(
+            u_row, dl_row, B_row, C_row, u_st, dl_st, B_st, C_st, d_ok, n_ok, step + 1, length, DTYPE, REVERSE
+        )
 
         h = tl.exp(dl[:, None] * A) * h + (dl * u)[:, None] * Bt[None, :]
         tl.store(y_row + t * y_st, tl.sum(h * Ct[None, :], axis=1), mask=d_ok)
@@ -100,7 +109,8 @@ def scan_backward(
     d_ok, n_ok = d < channels, n < nstate
     dn_ok = d_ok[:, None] & n_ok[None, :]
     A = tl.load(A_ptr + d[:, None] * A_sd + n[None, :] * A_sn, mask=dn_ok, other=0.0).to(DTYPE)
-    u_row, dl_row, dy_row = u_ptr + b * u_sb + d * u_sd, delta_ptr + b * dl_sb + d * dl_sd, dy_ptr + b * dy_sb + d * dy_sd
+    u_row, dl_row = u_ptr + b * u_sb + d * u_sd, delta_ptr + b * dl_sb + d * dl_sd
+    dy_row = dy_ptr + b * dy_sb + d * dy_sd
     B_row, C_row = B_ptr + b * B_sb + n * B_sn, C_ptr + b * C_sb + n * C_sn
     state_stride = channels * nstate
     states_row = states_ptr + b * length * state_stride + d[:, None] * nstate + n[None, :]
@@ -110,10 +120,9 @@ def scan_backward(
 
     last = length - 1
     t = _token(last, length, REVERSE)
-    u = tl.load(u_row + t * u_st, mask=d_ok, other=0.0).to(DTYPE)
-    dl = tl.load(dl_row + t * dl_st, mask=d_ok, other=0.0).to(DTYPE)
-    Bt = tl.load(B_row + t * B_st, mask=n_ok, other=0.0).to(DTYPE)
-    Ct = tl.load(C_row + t * C_st, mask=n_ok, other=0.0).to(DTYPE)
+    u, dl, Bt, Ct = _load_step(
+        u_row, dl_row, B_row, C_row, u_st, dl_st, B_st, C_st, d_ok, n_ok, last, length, DTYPE, REVERSE
+    )
     dy = tl.load(dy_row + t * dy_st, mask=d_ok, other=0.0).to(DTYPE)
     h = tl.load(states_row + t * state_stride, mask=dn_ok, other=0.0)
     t_before = _token(last - 1, length, REVERSE)
@@ -124,13 +133,11 @@ def scan_backward(
         step = last - i
         t = _token(step, length, REVERSE)
         # the next step (step - 1) needs its inputs and the state of step - 2
-        d_more, n_more = _in_range(d_ok, step - 1, length), _in_range(n_ok, step - 1, length)
+        u_next, dl_next, B_next, C_next = _load_step(
+            u_row, dl_row, B_row, C_row, u_st, dl_st, B_st, C_st, d_ok, n_ok, step - 1, length, DTYPE, REVERSE
+        )
         t_next = _token(step - 1, length, REVERSE)
-        u_next = tl.load(u_row + t_next * u_st, mask=d_more, other=0.0).to(DTYPE)
-        dl_next = tl.load(dl_row + t_next * dl_st, mask=d_more, other=0.0).to(DTYPE)
-        B_next = tl.load(B_row + t_next * B_st, mask=n_more, other=0.0).to(DTYPE)
-        C_next = tl.load(C_row + t_next * C_st, mask=n_more, other=0.0).to(DTYPE)
-        dy_next = tl.load(dy_row + t_next * dy_st, mask=d_more, other=0.0).to(DTYPE)
+        dy_next = tl.load(dy_row + t_next * dy_st, mask=_in_range(d_ok, step - 1, length), other=0.0).to(DTYPE)
         t_far = _token(step - 2, length, REVERSE)
         h_far = tl.load(states_row + t_far * state_stride, mask=_in_range(dn_ok, step - 2, length), other=0.0)
 
