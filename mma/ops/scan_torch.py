@@ -43,11 +43,8 @@ def selective_scan(
     scan = _scan_loop if method == "loop" else _scan_chunked
     out_dtype = u.dtype
     compute = torch.promote_types(u.dtype, torch.float32)
-    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    u, A, B, C = (t.to(compute) for t in (u, A, B, C))
+    delta = effective_delta(delta, delta_bias, delta_softplus, compute)
     # time-major views, (L, batch, ...), so that a segment is a contiguous run of slabs
     u_t, delta_t, B_t, C_t = (t.permute(2, 0, 1) for t in (u, delta, B, C))
     starts = range(0, u.shape[-1], SEGMENT)
@@ -61,11 +58,24 @@ def selective_scan(
         h = states[0] if reverse else states[-1]
         ys[start] = torch.einsum("lbdn,lbn->lbd", states, C_t[seg])
     y = torch.cat([ys[start] for start in starts]).permute(1, 2, 0)
+    return skip_and_gate(y, u, D, z).to(out_dtype)
+
+
+def effective_delta(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, dtype: torch.dtype) -> Tensor:
+    """softplus(delta + delta_bias) in `dtype`, each part only when asked for (shared with `triton`)."""
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    """y + D u, then times SiLU(z), in y's dtype: the elementwise end of the scan (shared with `triton`)."""
     if D is not None:
-        y = y + D.to(compute)[:, None] * u
+        y = y + D.to(y.dtype)[:, None] * u
     if z is not None:
-        y = y * F.silu(z.to(compute))
-    return y.to(out_dtype)
+        y = y * F.silu(z.to(y.dtype))
+    return y
 
 
 def _scan_loop(decay: Tensor, drive: Tensor, h: Tensor, reverse: bool) -> Tensor:

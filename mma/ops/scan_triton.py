@@ -13,8 +13,9 @@ from __future__ import annotations
 from functools import cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from mma.ops.scan_torch import effective_delta, skip_and_gate
 
 # Channels per program and warps per program. Each program walks L steps one after another, so the
 # time is latency, not arithmetic: small blocks give more programs to run side by side.
@@ -49,20 +50,12 @@ def selective_scan(
 ) -> Tensor:
     """Same contract as `mma.ops.selective_scan`; float64 stays float64, every other dtype computes in float32."""
     compute = torch.float64 if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype) else torch.float32
-    delta = delta.to(compute)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    delta = effective_delta(delta, delta_bias, delta_softplus, compute)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
         y = _SelectiveScan.apply(u, delta, A, B, C, reverse)
     else:
         y, _ = _forward(u, delta, A, B, C, reverse, keep_states=False)
-    if D is not None:
-        y = y + D.to(compute)[:, None] * u
-    if z is not None:
-        y = y * F.silu(z.to(compute))
-    return y.to(u.dtype)
+    return skip_and_gate(y, u, D, z).to(u.dtype)
 
 
 class _SelectiveScan(torch.autograd.Function):
