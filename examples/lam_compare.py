@@ -62,7 +62,7 @@ def arguments() -> argparse.Namespace:
 def load(name: str, scale: int, device: str, role: str):
     """The network, or exit saying how to get it: the 'w/ CNN' weights are not shipped in the package."""
     try:
-        return api.load_model(name, scale, device=device)
+        return api.load_model(name, scale, device=device).network
     except MMAError as exc:
         sys.exit(
             f"error: {role} weights: {exc}\n"

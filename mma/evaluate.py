@@ -9,7 +9,7 @@ baseline is MATLAB bicubic upscaling of the uint8 LR.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,17 @@ class ImageScore:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """A dataset's mean scores without the per-image rows (what training logs and checkpoints keep)."""
+
+    name: str
+    images: int
+    psnr: float
+    ssim: float
+    seconds: float
+
+
+@dataclass(frozen=True)
 class DatasetResult:
     """Scores of one dataset folder at one scale; the dataset figures are means over its images."""
 
@@ -55,6 +66,9 @@ class DatasetResult:
     @property
     def seconds(self) -> float:
         return float(sum(image.seconds for image in self.images))
+
+    def summary(self) -> Summary:
+        return Summary(self.name, len(self.images), self.psnr, self.ssim, self.seconds)
 
 
 def dataset_name(path: str | Path) -> str:
@@ -113,13 +127,32 @@ def evaluate_dataset(
     `save_dir`: each SR image is written as `<save_dir>/<dataset>/<stem>.png`. `progress` is called with
     each image's file name once it is scored.
     """
-    if int(scale) != scale or scale < 1:
+    scale = checked_scale(scale)
+    return evaluate_images(dataset_name(path), find_images(path), scale, upscaler, save_dir=save_dir,
+                           progress=progress)
+
+
+def checked_scale(scale: object) -> int:
+    """Any positive integer scale (bicubic baselines go beyond the network's 2/3/4)."""
+    if not isinstance(scale, (int, float)) or int(scale) != scale or scale < 1:
         raise ConfigError(f"scale must be a positive integer, got {scale!r}")
-    scale = int(scale)
-    name = dataset_name(path)
+    return int(scale)
+
+
+def evaluate_images(
+    name: str,
+    paths: Sequence[Path],
+    scale: int,
+    upscaler: Upscaler | None = None,
+    *,
+    save_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DatasetResult:
+    """`evaluate_dataset` over a named list of HR image files (a folder's, or images held out of training)."""
+    scale = checked_scale(scale)
     upscaler = upscaler or bicubic_upscaler(scale)
     scores = []
-    for image_path in find_images(path):
+    for image_path in paths:
         sr, score = evaluate_image(image_path.name, read_rgb(image_path), scale, upscaler)
         scores.append(score)
         if save_dir is not None:

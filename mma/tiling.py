@@ -1,6 +1,6 @@
 """Run any image-to-image function on overlapping tiles and blend them without seams.
 
-Knows nothing of the network: `fn` maps a float (1, C, h, w) tile to (1, C', s*h, s*w). Three small
+Knows nothing of the network: `fn` maps a float (B, C, h, w) batch of tiles to (B, C', s*h, s*w). Three small
 steps, kept apart so each can be tested alone:
 
 * plan: tiles of one even size per axis, spread evenly so there is no thin remainder tile;
@@ -20,7 +20,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 MIN_AUTO_TILE = 16
 MAX_AUTO_TILE = 1024
-# Share of the free memory one tile may use: activations are estimated, not measured.
-MEMORY_SHARE = 0.25
+# Share of the free memory one forward may use (the estimate per pixel has its own margin).
+MEMORY_SHARE = 0.5
+MAX_AUTO_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -102,28 +103,32 @@ def _windows(starts: tuple[int, ...], size: int, length: int, overlap: int,
 
 
 def run_tiles(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, *, tile: int | None,
-              overlap: int, progress: Progress | None = None) -> np.ndarray:
+              overlap: int, progress: Progress | None = None, batch: int = 1) -> np.ndarray:
     """Upscale a float (C, H, W) CPU image through `fn` tile by tile into `out` (sH, sW, C').
 
     `out` decides the result's type: uint8/uint16 are rounded from [0, 1], floats are clipped to [0, 1].
-    `tile` None or 0 runs the whole image as one tile.
+    `tile` None or 0 runs the whole image as one tile. `batch` tiles go through `fn` together (all tiles
+    of a plan have one size, so they stack); the result does not depend on it.
     """
+    if batch < 1:
+        raise ConfigError(f"batch must be at least 1, got {batch}")
     _, height, width = image.shape
     if out.shape[:2] != (height * scale, width * scale):
         raise ValueError(f"output shape {out.shape} does not match {height}x{width} at x{scale}")
     whole = max(height, width)
     rows = plan_axis(height, tile or whole, overlap, scale)
     cols = plan_axis(width, tile or whole, overlap, scale)
-    channels, total, done = out.shape[2], len(rows.starts) * len(cols.starts), 0
+    channels, total = out.shape[2], len(rows.starts) * len(cols.starts)
+    results = _tile_results(fn, image, rows, cols, batch, channels, scale)
     band = torch.zeros(channels, 0, width * scale)
     band_top = 0  # output row held by band[:, 0]
+    done = 0
     for i, y0 in enumerate(rows.starts):
         bottom = (y0 + rows.size) * scale
         band = torch.cat([band, torch.zeros(channels, bottom - band_top - band.shape[1], width * scale)], 1)
         top = y0 * scale - band_top
         for j, x0 in enumerate(cols.starts):
-            piece = image[:, y0:y0 + rows.size, x0:x0 + cols.size].unsqueeze(0)
-            result = _checked(fn(piece), channels, rows.size * scale, cols.size * scale)
+            result = next(results)
             weight = rows.windows[i][:, None] * cols.windows[j][None, :]
             left = x0 * scale
             band[:, top:top + rows.size * scale, left:left + cols.size * scale] += result * weight
@@ -136,12 +141,23 @@ def run_tiles(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, *, t
     return out
 
 
-def _checked(result: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
-    """The tile result on the CPU as float32 (C', sh, sw), or ConfigError when its shape is wrong."""
-    if tuple(result.shape) != (1, channels, height, width):
-        raise ConfigError(f"the model returned shape {tuple(result.shape)} for a tile that should give "
-                          f"(1, {channels}, {height}, {width}): is the scale right?")
-    return result[0].detach().to("cpu", torch.float32)
+def _tile_results(fn: TileFn, image: torch.Tensor, rows: AxisPlan, cols: AxisPlan, batch: int, channels: int,
+                  scale: int) -> Iterator[torch.Tensor]:
+    """Each tile's result in row-major order, computed `batch` tiles per call of `fn`."""
+    places = [(y0, x0) for y0 in rows.starts for x0 in cols.starts]
+    for first in range(0, len(places), batch):
+        group = places[first:first + batch]
+        pieces = torch.stack([image[:, y0:y0 + rows.size, x0:x0 + cols.size] for y0, x0 in group])
+        result = _checked(fn(pieces), len(group), channels, rows.size * scale, cols.size * scale)
+        yield from result
+
+
+def _checked(result: torch.Tensor, count: int, channels: int, height: int, width: int) -> torch.Tensor:
+    """The tile results on the CPU as float32 (B, C', sh, sw), or ConfigError when their shape is wrong."""
+    if tuple(result.shape) != (count, channels, height, width):
+        raise ConfigError(f"the model returned shape {tuple(result.shape)} for tiles that should give "
+                          f"({count}, {channels}, {height}, {width}): is the scale right?")
+    return result.detach().to("cpu", torch.float32)
 
 
 def _store(values: torch.Tensor, dest: np.ndarray) -> None:
@@ -154,28 +170,42 @@ def _store(values: torch.Tensor, dest: np.ndarray) -> None:
 
 def upscale_tiled(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, *,
                   tile: int | Literal["auto"] | None = "auto", overlap: int = 32,
-                  progress: Progress | None = None, device: torch.device | str | None = None,
-                  bytes_per_pixel: int = 16384) -> np.ndarray:
-    """`run_tiles` with `tile="auto"`: size from free memory on `device`, halved after out-of-memory.
-
-    `bytes_per_pixel` is the caller's estimate of the memory `fn` needs per input pixel.
+                  batch: int | Literal["auto"] = 1, progress: Progress | None = None,
+                  device: torch.device | str | None = None, bytes_per_pixel: int = 16384) -> np.ndarray:
+    """`run_tiles` with automatic sizes: `tile="auto"` from free memory on `device`, `batch="auto"` as many
+    tiles per call as fit beside it on a GPU (one on a CPU, where more do not run faster: see
+    docs/benchmarks.md, "Batched tiles"). After an out-of-memory error the batch is halved first, then an
+    automatic tile. `bytes_per_pixel` is the caller's estimate of the memory `fn` needs per input pixel.
     """
-    if tile != "auto":
-        if not isinstance(tile, (int, type(None))) or (tile is not None and tile < 0):
-            raise ConfigError(f"tile must be 'auto', 0 / None (whole image) or a size in pixels, "
-                              f"got {tile!r}")
-        return run_tiles(fn, image, scale, out, tile=tile, overlap=overlap, progress=progress)
-    size = min(auto_tile(available_memory(device), bytes_per_pixel), max(image.shape[1:]))
+    if tile != "auto" and (not isinstance(tile, (int, type(None))) or (tile is not None and tile < 0)):
+        raise ConfigError(f"tile must be 'auto', 0 / None (whole image) or a size in pixels, got {tile!r}")
+    if batch != "auto" and (not isinstance(batch, int) or batch < 1):
+        raise ConfigError(f"batch must be 'auto' or a number of tiles (1 or more), got {batch!r}")
+    free = available_memory(device)
+    longest = max(image.shape[1:])
+    size = min(auto_tile(free, bytes_per_pixel), longest) if tile == "auto" else (tile or None)
+    count = batch if batch != "auto" else auto_batch(free, bytes_per_pixel, size or longest, device)
     while True:
         try:
-            return run_tiles(fn, image, scale, out, tile=size, overlap=overlap, progress=progress)
+            return run_tiles(fn, image, scale, out, tile=size, overlap=overlap, progress=progress, batch=count)
         except Exception as exc:
-            if not is_out_of_memory(exc) or size <= MIN_AUTO_TILE:
+            if not is_out_of_memory(exc) or (count == 1 and (tile != "auto" or size <= MIN_AUTO_TILE)):
                 raise
-        size = max(MIN_AUTO_TILE, size // 2)
-        log.info("out of memory: retrying with %d-pixel tiles", size)
+        if count > 1:
+            count = count // 2
+        else:
+            size = max(MIN_AUTO_TILE, size // 2)
+        log.info("out of memory: retrying with %s-pixel tiles, %d per batch", size, count)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def auto_batch(memory_bytes: int, bytes_per_pixel: int, tile: int, device: torch.device | str | None) -> int:
+    """Tiles per forward: as many as a share of free GPU memory holds (at most MAX_AUTO_BATCH); 1 elsewhere."""
+    if device is None or torch.device(device).type != "cuda":
+        return 1
+    fits = int(max(memory_bytes, 0) * MEMORY_SHARE // max(bytes_per_pixel * tile * tile, 1))
+    return max(1, min(MAX_AUTO_BATCH, fits))
 
 
 def auto_tile(memory_bytes: int, bytes_per_pixel: int) -> int:

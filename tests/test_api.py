@@ -139,7 +139,7 @@ def test_scale_must_match_the_model(tiny):
 
 def test_load_model_from_file_is_cached_and_reloaded_when_changed(tiny, tiny_file):
     first = load_model(tiny_file, 2, device="cpu")
-    assert not first.training and first.scale == 2
+    assert not first.network.training and first.scale == 2
     assert load_model(str(tiny_file), 2, device="cpu") is first
     assert load_model(tiny_file, None, device="cpu") is not None
     with pytest.raises(ConfigError, match="x2, not x3"):
@@ -148,7 +148,7 @@ def test_load_model_from_file_is_cached_and_reloaded_when_changed(tiny, tiny_fil
     os.utime(tiny_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert load_model(tiny_file, 2, device="cpu") is not first
     for name, value in tiny.state_dict().items():
-        torch.testing.assert_close(first.state_dict()[name], value)
+        torch.testing.assert_close(first.network.state_dict()[name], value)
 
 
 def test_upscale_by_file_name(tiny, tiny_file):

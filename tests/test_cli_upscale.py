@@ -176,7 +176,7 @@ def test_unsupported_scale_for_the_model(run, tmp_path, scale_args, needle):
 
 def test_unsupported_scale_for_a_named_model(tmp_path):
     result = CliRunner().invoke(app, ["upscale", str(picture(tmp_path / "a.png")), "-m", "mma-t", "-s", "5"])
-    assert result.exit_code == 1 and "no x5 model" in errors(result)[0]
+    assert result.exit_code == 1 and "unsupported scale 5" in errors(result)[0]
 
 
 def test_existing_output_needs_force_and_is_kept_otherwise(run, tmp_path):

@@ -65,7 +65,7 @@ def test_a_name_without_weights_says_what_to_do(bundled_dir):
 def test_unknown_names_and_scales_are_config_errors():
     with pytest.raises(ConfigError, match="unknown model 'mma-x': choose one of mma-t, mma-b"):
         resolve_weights("mma-x", 4)
-    with pytest.raises(ConfigError, match="mma-t has no x5 model: available scales are 2, 3, 4"):
+    with pytest.raises(ConfigError, match="unsupported scale 5: MMA is defined for scales 2, 3, 4"):
         resolve_weights("mma-t", 5)
 
 

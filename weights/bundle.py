@@ -72,10 +72,9 @@ def measure(model: torch.nn.Module | None, scale: int) -> list[DatasetResult]:
     if model is None:
         upscaler = bicubic_upscaler(scale)
     else:
-        from mma import upscale
+        from mma.engine import paper_engine
 
-        def upscaler(lr):
-            return upscale(lr, scale, model, device="cpu")
+        upscaler = paper_engine(model, scale=scale, device="cpu").upscale_array
 
     return [evaluate_dataset(DATA / name, scale, upscaler) for name in SETS]
 

@@ -19,15 +19,14 @@ if TYPE_CHECKING:  # pragma: no cover
 BICUBIC = "bicubic"
 
 
-def _model_upscaler(model: str, scale: int, tile: int, device: str) -> Upscaler:
-    """Load the network once; each LR array goes through `mma.api.upscale` (tile 0 = whole image).
+def _model_upscaler(model: str, scale: int, tile: int, device: str, threads: str | None) -> Upscaler:
+    """The paper-protocol engine's upscaler: float32 (the half-precision default of `upscale` on GPUs would
+    cost PSNR that papers do not lose), whole images unless --tile is given."""
+    from mma.api import load_model
+    from mma.engine import paper_engine
 
-    Always float32: the half-precision default of `upscale` on GPUs would cost PSNR that papers do not lose.
-    """
-    from mma import api
-
-    network = api.load_model(model, scale, device=device, dtype="fp32")
-    return lambda lr: api.upscale(lr, scale, model=network, tile=tile or None, device=device, dtype="fp32")
+    return paper_engine(load_model(model, scale, device=device, dtype="fp32"), scale=scale, device=device,
+                        tile=tile, threads=threads).upscale_array
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -52,7 +51,10 @@ def eval_command(
     tile: Annotated[
         int, typer.Option("--tile", min=0, help="Tile size in LR pixels; 0 = whole image (as the paper).")
     ] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    threads: Annotated[
+        str | None, typer.Option("--threads", help="CPU threads (default: one per idle CPU).")
+    ] = None,
     save_images: Annotated[
         Path | None, typer.Option("--save-images", help="Write SR images to DIR/<dataset>/<name>.png.")
     ] = None,
@@ -69,7 +71,7 @@ def eval_command(
         raise ConfigError(
             f"two dataset folders have the same name ({', '.join(names)}); results would collide"
         )
-    upscaler = None if model == BICUBIC else _model_upscaler(model, scale, tile, device)
+    upscaler = None if model == BICUBIC else _model_upscaler(model, scale, tile, device, threads)
     results, failed = [], False
     for path in datasets:
         try:

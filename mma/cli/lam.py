@@ -60,14 +60,15 @@ def lam_command(
     from PIL import Image
     from tqdm import tqdm
 
-    from mma import api
+    from mma.api import load_model
+    from mma.engine import Engine
     from mma.imaging.io import read_image, write_image
     from mma.lam import analysis_input, heatmap_image, lam, overlay_image
 
     heatmap_path, overlay_path = _outputs(image, output, force)
     pixels = np.asarray(read_image(image).convert("RGB"))
-    network = api.load_model(model, scale, device=device)
-    factor = int(getattr(network, "scale", None) or scale or 4)
+    engine = Engine(load_model(model, scale, device=device, dtype="fp32"), device=device, dtype="fp32")
+    network, factor = engine.network_for_gradients(), engine.scale
     analysed = analysis_input(pixels, x, y, window, factor, downscale=downscale, crop=crop)
     if analysed.origin is not None:
         top, left = analysed.origin
@@ -75,7 +76,7 @@ def lam_command(
         typer.echo(
             f"crop: {width}x{height} input pixels from ({left}, {top}); window at ({analysed.x}, {analysed.y})"
         )
-    with tqdm(total=steps, desc="LAM", unit="step", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=steps, desc="LAM", unit="step", file=sys.stderr, disable=None) as bar, engine.running():
         result = lam(
             network,
             analysed.lr,

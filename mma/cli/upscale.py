@@ -54,16 +54,21 @@ def upscale(
     force: Annotated[bool, typer.Option("--force", help="Replace outputs that already exist.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     alpha: Annotated[str, typer.Option(help="Transparency: 'resize' (bicubic) or 'model'.")] = "resize",
+    batch: Annotated[str, typer.Option(help="Tiles per forward: 'auto' (as many as fit on a GPU, 1 on a "
+                                            "CPU) or a number.")] = "auto",
+    threads: Annotated[str | None, typer.Option(help="CPU threads. Default: one per idle CPU.")] = None,
 ) -> None:
     from mma.api import load_model
+    from mma.engine import Engine
 
     tile_size = _parse_tile(tile)
     if format is not None and not _writable(format):
         raise ConfigError(f"--format {format}: use png, jpg, webp or tiff")
     if alpha not in ("resize", "model"):
         raise ConfigError(f"--alpha {alpha}: use resize or model")
-    net = load_model(model, scale, device=device, dtype=dtype)
-    label = suffix if suffix is not None else f"_x{net.scale}"
+    engine = Engine(load_model(model, scale, device=device, dtype=dtype), device=device, dtype=dtype,
+                    threads=threads, tile=tile_size, overlap=overlap, batch=_parse_batch(batch), alpha=alpha)
+    label = suffix if suffix is not None else f"_x{engine.scale}"
     sources, failed = _expand(inputs, label)
     if not sources:
         raise typer.Exit(1)
@@ -74,7 +79,7 @@ def upscale(
 
     for job in tqdm(jobs, desc="images", unit="image", disable=not show_bars or len(jobs) < 2, leave=False):
         try:
-            _run(job, net, tile_size, overlap, device, dtype, alpha, force, quiet, show_bars)
+            _run(job, engine, force, quiet, show_bars)
         except MMAError as exc:
             failed = True
             _error(job.source, exc)
@@ -91,6 +96,14 @@ def _parse_tile(text: str) -> int | str:
     if text.isdigit():
         return int(text)
     raise ConfigError(f"--tile {text}: use a size in pixels, 'auto' or 0")
+
+
+def _parse_batch(text: str) -> int | str:
+    if text.lower() == "auto":
+        return "auto"
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ConfigError(f"--batch {text}: use a number of tiles (1 or more) or 'auto'")
 
 
 def _error(source: Path, exc: Exception) -> None:
@@ -190,19 +203,14 @@ def _identity(path: Path) -> tuple[int, int] | str:
         return str(path.resolve())
 
 
-def _run(job: Job, net: object, tile: int | str, overlap: int, device: str, dtype: str, alpha: str,
-         force: bool, quiet: bool, show_bars: bool) -> None:
+def _run(job: Job, engine: object, force: bool, quiet: bool, show_bars: bool) -> None:
     """Upscale one file into its target, reporting library warnings on stderr unless --quiet."""
-    from mma.api import TileProgressBar, upscale_pixels
-    from mma.imaging.io import read_pixels, write_pixels
+    from mma.api import TileProgressBar, upscale_file
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pixels, meta = read_pixels(job.source)
         with TileProgressBar(desc=job.source.name, position=1, disable=not show_bars) as report:
-            result = upscale_pixels(pixels, meta, None, net, tile=tile, overlap=overlap, device=device,
-                                    dtype=dtype, alpha=alpha, progress=report)
-        write_pixels(result, meta, job.target, overwrite=force)
+            upscale_file(engine, job.source, job.target, overwrite=force, progress=report)
     if not quiet:
         for warning in caught:
             if issubclass(warning.category, (UserWarning, RuntimeWarning)):

@@ -9,10 +9,12 @@ from typing import Any
 import torch
 
 from mma.errors import ConfigError
-from mma.model.config import CUSTOM, MIXERS, SCALES, VARIANTS, MMAConfig
+from mma.model.config import CUSTOM, MIXERS, SCALES, VARIANTS, MMAConfig, check_scale, check_variant
 from mma.model.network import MMA
 
-__all__ = ["MIXERS", "MMA", "SCALES", "VARIANTS", "MMAConfig", "build_model", "infer_config"]
+__all__ = [
+    "MIXERS", "MMA", "SCALES", "VARIANTS", "MMAConfig", "build_model", "check_scale", "check_variant", "infer_config",
+]
 
 
 def build_model(variant: str = "mma-t", scale: int = 4, **overrides: Any) -> MMA:

@@ -28,6 +28,26 @@ MIXERS: dict[str, str] = {
 }
 
 
+def check_variant(variant: str) -> str:
+    """The published variant `variant` names (case-insensitive), or ConfigError listing the choices."""
+    key = str(variant).strip().lower()
+    if key not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    return key
+
+
+def check_scale(scale: object) -> int:
+    """`scale` as an int when MMA is defined for it, or ConfigError naming the scales there are."""
+    try:
+        value = int(str(scale))
+    except ValueError:
+        value = None
+    if value not in SCALES:
+        raise ConfigError(f"unsupported scale {scale!r}: MMA is defined for scales "
+                          f"{', '.join(str(s) for s in SCALES)}")
+    return value
+
+
 @dataclass(frozen=True)
 class MMAConfig:
     """Everything needed to rebuild a network; stored beside weights so a file describes itself."""
@@ -49,8 +69,7 @@ class MMAConfig:
     def __post_init__(self) -> None:
         if self.mixer not in MIXERS:
             raise ConfigError(f"unknown mixer {self.mixer!r}: choose one of {', '.join(MIXERS)}")
-        if self.scale not in SCALES:
-            raise ConfigError(f"unsupported scale {self.scale}: MMA is defined for scales {SCALES}")
+        check_scale(self.scale)
         if self.num_feat < 1 or self.num_block < 0:
             raise ConfigError(f"invalid size num_feat={self.num_feat}, num_block={self.num_block}")
 
@@ -69,14 +88,12 @@ class MMAConfig:
     @classmethod
     def named(cls, variant: str, scale: int, **overrides: Any) -> MMAConfig:
         """The published configuration of `variant` at `scale`, with optional field overrides."""
-        key = variant.lower()
-        if key not in VARIANTS:
-            raise ConfigError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        key = check_variant(variant)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
         fields = {**VARIANTS[key], **overrides}
-        return cls(variant=key, scale=int(scale), **fields)
+        return cls(variant=key, scale=check_scale(scale), **fields)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

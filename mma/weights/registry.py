@@ -1,18 +1,21 @@
-"""Which weights a model name means: (variant, scale) -> a file inside the package or a pinned file on the Hub.
+"""Which weights a model name means: (variant, scale, tag) -> a file inside the package or a pinned Hub file.
 
-A name resolves, in order, to: an existing local file or ModelHubMixin directory; a registry entry (the bundled
-file, else its Hub file, downloaded and checked against its sha256); a Hub repository id `owner/name[@revision]`.
-Entries carry no Hub source until one is actually published: no URL or checksum is ever guessed here.
+Names follow timm's pretrained tags: `mma-t` (with a scale given apart), `mma-t-x4`, or `mma-t-x4.t91-bsds200`;
+a name without a tag means the model's default tag. A name resolves, in order, to: an existing local file or
+ModelHubMixin directory; a registry entry (the bundled file, else its Hub file, downloaded and checked against
+its sha256); a Hub repository id `owner/name[@revision]`. Entries carry no Hub source until one is actually
+published: no URL or checksum is ever guessed here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mma.errors import CheckpointError, ConfigError, WeightsNotFoundError
-from mma.model import SCALES, VARIANTS
+from mma.model import SCALES, VARIANTS, check_scale, check_variant
 from mma.weights import hub
 
 # Weights shipped inside the wheel: one Hub-style folder per model, `<variant>-x<scale>/` holding
@@ -20,7 +23,7 @@ from mma.weights import hub
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 # Suffixes that mark a name as a file path even when it also looks like `owner/name`.
-_FILE_SUFFIXES = frozenset({".safetensors", ".pth", ".pt", ".bin", ".ckpt"})
+FILE_SUFFIXES = frozenset({".safetensors", ".pth", ".pt", ".bin", ".ckpt"})
 
 
 @dataclass(frozen=True)
@@ -33,17 +36,29 @@ class HubFile:
     filename: str = hub.WEIGHTS_NAME
 
 
+# The training data of the weights this project trains and bundles: T91 + BSDS200 ("291 images").
+BUNDLED_TAG = "t91-bsds200"
+
+# `mma-t`, `mma-t-x4`, `mma-t-x4.t91-bsds200` (the variant is checked against VARIANTS afterwards).
+_NAME = re.compile(r"^(?P<variant>mma-[a-z]+)(?:-x(?P<scale>\d+))?(?:\.(?P<tag>[a-z0-9][a-z0-9_-]*))?$")
+
+
 @dataclass(frozen=True)
 class WeightsEntry:
-    """The sources of one (variant, scale) model."""
+    """The sources of one (variant, scale, tag) model; `tag` names what the weights were trained on."""
 
     variant: str
     scale: int
     hub: HubFile | None = None
+    tag: str = BUNDLED_TAG
 
     @property
     def name(self) -> str:
         return f"{self.variant}-x{self.scale}"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.name}.{self.tag}"
 
     def bundled_file(self) -> Path | None:
         """The file shipped in the package, when this build carries one."""
@@ -53,25 +68,62 @@ class WeightsEntry:
 
 # No MMA weights are published on the Hub yet, and the authors' own release is not on the Hub: entries gain a
 # HubFile only when a real repository, revision and checksum exist.
+# Every tagged entry by full name; REGISTRY holds each (variant, scale)'s default tag.
+TAGGED: dict[str, WeightsEntry] = {
+    entry.full_name: entry
+    for entry in (WeightsEntry(variant, scale) for variant in VARIANTS for scale in SCALES)
+}
 REGISTRY: dict[tuple[str, int], WeightsEntry] = {
-    (variant, scale): WeightsEntry(variant, scale) for variant in VARIANTS for scale in SCALES
+    (entry.variant, entry.scale): entry for entry in TAGGED.values()
 }
 
 
-def lookup(variant: str, scale: int) -> WeightsEntry:
-    """The registry entry of a named model, or a ConfigError listing what exists."""
-    key = variant.lower()
-    if key not in VARIANTS:
+def parse_name(text: str) -> tuple[str, int | None, str | None] | None:
+    """`mma-t-x4.tag` -> ("mma-t", 4, "tag"); None when `text` is not shaped like a registry name."""
+    match = _NAME.match(text.strip().lower())
+    if match is None:
+        return None
+    return match["variant"], int(match["scale"]) if match["scale"] else None, match["tag"]
+
+
+def lookup(variant: str, scale: int, tag: str | None = None) -> WeightsEntry:
+    """The registry entry of a named model (its default tag unless `tag`), or a ConfigError listing what
+    exists."""
+    try:
+        key = check_variant(variant)
+    except ConfigError:
         raise ConfigError(f"unknown model {variant!r}: choose one of {', '.join(VARIANTS)}, a weights file "
-                          "or a Hub repository id (owner/name)")
-    entry = REGISTRY.get((key, int(scale)))
+                          "or a Hub repository id (owner/name)") from None
+    scale = check_scale(scale)
+    if tag is None:
+        return REGISTRY[(key, scale)]
+    entry = TAGGED.get(f"{key}-x{scale}.{tag}")
     if entry is None:
-        scales = ", ".join(str(s) for v, s in sorted(REGISTRY) if v == key)
-        raise ConfigError(f"{key} has no x{scale} model: available scales are {scales}")
+        tags = ", ".join(e.tag for e in TAGGED.values() if (e.variant, e.scale) == (key, scale))
+        raise ConfigError(f"{key}-x{scale} has no tag {tag!r}: available tags are {tags}")
     return entry
 
 
-def resolve_weights(name: str | os.PathLike[str], scale: int = 4, *, force: bool = False) -> Path:
+def lookup_name(text: str, scale: int | None = None) -> WeightsEntry:
+    """The entry a registry name means; a scale inside the name must agree with `scale` (default 4)."""
+    parsed = parse_name(text)
+    if parsed is None:
+        raise ConfigError(f"unknown model {text!r}: choose one of {', '.join(VARIANTS)} (e.g. mma-t-x4 or "
+                          f"mma-t-x4.{BUNDLED_TAG}), a weights file or a Hub repository id (owner/name)")
+    variant, named_scale, tag = parsed
+    if named_scale is not None and scale is not None and int(scale) != named_scale:
+        raise ConfigError(f"{text} upscales x{named_scale}, not x{scale}: ask for scale {named_scale} "
+                          "or another model")
+    return lookup(variant, named_scale or scale or 4, tag)
+
+
+def is_registry_name(text: str) -> bool:
+    """Whether `text` names a registry model (so a same-named folder or repo id does not shadow it)."""
+    parsed = parse_name(text)
+    return parsed is not None and parsed[0] in VARIANTS
+
+
+def resolve_weights(name: str | os.PathLike[str], scale: int | None = 4, *, force: bool = False) -> Path:
     """The local path of the weights `name` means at `scale` (downloading them when needed).
 
     `force` re-downloads a Hub file even when it is cached. The scale only selects registry entries: a file or
@@ -83,15 +135,15 @@ def resolve_weights(name: str | os.PathLike[str], scale: int = 4, *, force: bool
         return path
     if (path / hub.WEIGHTS_NAME).is_file():
         return path / hub.WEIGHTS_NAME
-    if path.is_dir() and text.lower() not in VARIANTS:  # a stray folder named like a model does not hide it
+    if path.is_dir() and not is_registry_name(text):  # a stray folder named like a model does not hide it
         raise CheckpointError(f"{path}: a directory without {hub.WEIGHTS_NAME}")
     parsed = hub.parse_repo_id(text)
-    names_a_file = path.suffix.lower() in _FILE_SUFFIXES
+    names_a_file = path.suffix.lower() in FILE_SUFFIXES
     if parsed is not None and not names_a_file:
         return hub.download(parsed[0], hub.WEIGHTS_NAME, revision=parsed[1], force=force)
     if names_a_file or "/" in text or os.sep in text:
         raise WeightsNotFoundError(f"{text}: no such weights file")
-    return fetch_entry(lookup(text, scale), force=force)
+    return fetch_entry(lookup_name(text, scale), force=force)
 
 
 def fetch_entry(entry: WeightsEntry, *, force: bool = False) -> Path:

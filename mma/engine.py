@@ -1,0 +1,138 @@
+"""The inference engine: the one way the network is run on images, whoever asks.
+
+`mma.upscale`, `mma eval`, training validation, the forward of `mma lam` and the bundling of weights all
+go through an `Engine`, so device, precision, threads, the half-precision NaN fallback, tiling and the
+batching of tiles are decided here and nowhere else. The engine knows the network only through a
+`LoadedModel`; it reads and writes no files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from mma.errors import CheckpointError, ConfigError
+from mma.imaging.io import ImageMeta, array_to_float
+from mma.runtime import cpu_threads, parse_threads, resolve_device, resolve_dtype
+from mma.tiling import Progress, TileFn, upscale_tiled
+from mma.weights.loaded import LoadedModel, load
+
+DEFAULT_OVERLAP = 32
+# ITU-R BT.601 luma, as Pillow's RGB -> L, to bring a grey image back from the model's RGB output.
+LUMA = (0.299, 0.587, 0.114)
+
+Tile = int | Literal["auto"] | None
+Batch = int | Literal["auto"]
+
+
+class Engine:
+    """One model placed on one device in one precision, with a tiling and threading policy.
+
+    `tile`: "auto" (from free memory), None/0 (whole image) or a size in input pixels. `batch`: tiles per
+    forward, "auto" (as many as fit on a GPU, one on a CPU) or a number. `threads`: CPU threads while the
+    engine runs (None: one per idle CPU, see `mma.runtime.default_threads`). `alpha`: "resize" upscales
+    transparency with a bicubic resize, "model" runs it through the network as a grey image. A
+    half-precision result with NaN/Inf is recomputed in float32 (one warning) and float32 kept after.
+    """
+
+    def __init__(self, model: LoadedModel | nn.Module | str, *, scale: int | None = None,
+                 device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
+                 threads: int | str | None = None, tile: Tile = "auto", overlap: int = DEFAULT_OVERLAP,
+                 batch: Batch = "auto", alpha: Literal["resize", "model"] = "resize") -> None:
+        if alpha not in ("resize", "model"):
+            raise ConfigError(f"alpha must be 'resize' or 'model', got {alpha!r}")
+        if overlap < 0:
+            raise ConfigError(f"overlap must be zero or more, got {overlap}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = load(model, scale).to(self.device, self.dtype)
+        self.threads = parse_threads(threads)
+        self.tile, self.overlap, self.batch, self.alpha = tile, overlap, batch, alpha
+
+    @property
+    def scale(self) -> int:
+        return self.model.scale
+
+    # ----- images ---------------------------------------------------------------------------------------
+
+    def upscale_pixels(self, pixels: torch.Tensor, meta: ImageMeta, *, out: np.ndarray | None = None,
+                       out_dtype: np.dtype | type | None = None,
+                       progress: Progress | None = None) -> np.ndarray:
+        """Decoded planes, float (C, H, W) in [0, 1] -> (sH, sW, C) array of `out_dtype` (default: the 8/16-bit
+        type `meta` records), or written into `out`."""
+        if out is None:
+            channels, height, width = pixels.shape
+            out = np.empty((height * self.scale, width * self.scale, channels), dtype=out_dtype or meta.dtype)
+        with self.running():
+            return upscale_tiled(self._tile_function(meta), pixels, self.scale, out, tile=self.tile,
+                                 overlap=self.overlap, batch=self.batch, progress=progress, device=self.device,
+                                 bytes_per_pixel=self.model.bytes_per_pixel)
+
+    def upscale_array(self, image: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:
+        """HxW or HxWxC uint8/uint16/float array -> the same layout and dtype, `scale` times larger."""
+        pixels, meta = array_to_float(image)
+        out = self.upscale_pixels(pixels, meta, out_dtype=image.dtype, progress=progress)
+        return out[..., 0] if image.ndim == 2 else out
+
+    # ----- the network ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The engine's thread count (on a CPU) for the duration of a run."""
+        if self.device.type == "cpu":
+            with cpu_threads(self.threads):
+                yield
+        else:
+            yield
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Float (B, 3, h, w) in [0, 1] anywhere -> float32 (B, 3, sh, sw) on the CPU, never NaN."""
+        with torch.inference_mode():
+            result = self.model(images.to(self.device, self.dtype)).float().cpu()
+            if self.dtype != torch.float32 and not torch.isfinite(result).all():
+                warnings.warn(f"{self.dtype} gave NaN/Inf; recomputing in float32 (slower, same result)",
+                              RuntimeWarning, stacklevel=2)
+                self.model, self.dtype = self.model.to(self.device, torch.float32), torch.float32
+                result = self.model(images.to(self.device, self.dtype)).cpu()
+        if not torch.isfinite(result).all():
+            raise CheckpointError("the model produced NaN/Inf in float32: its weights are probably damaged")
+        return result
+
+    def network_for_gradients(self) -> nn.Module:
+        """The placed network itself, for callers that differentiate through it (LAM)."""
+        return self.model.network
+
+    def _tile_function(self, meta: ImageMeta) -> TileFn:
+        """Colour through the network, grey via RGB and back to luma, alpha resized or through the network."""
+        colour, has_alpha = meta.channels, meta.alpha
+
+        def through_model(planes: torch.Tensor) -> torch.Tensor:
+            if planes.shape[1] == 3:
+                return self.forward(planes)
+            rgb = self.forward(planes.expand(-1, 3, -1, -1))
+            return (rgb * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+        def run(tiles: torch.Tensor) -> torch.Tensor:
+            parts = [through_model(tiles[:, :colour])]
+            if has_alpha:
+                mask = tiles[:, colour:]
+                parts.append(through_model(mask) if self.alpha == "model" else nn.functional.interpolate(
+                    mask, scale_factor=self.scale, mode="bicubic", align_corners=False))
+            return torch.cat(parts, 1)
+
+        return run
+
+
+def paper_engine(model: LoadedModel | nn.Module | str, *, scale: int | None = None,
+                 device: str | torch.device = "auto", tile: int | None = None,
+                 threads: int | str | None = None) -> Engine:
+    """The engine of the papers' protocol: float32, whole images unless `tile` is given (`mma eval`,
+    training validation and bundling use it, so their scores are one number)."""
+    return Engine(model, scale=scale, device=device, dtype="fp32", threads=threads, tile=tile or None,
+                  batch=1)

@@ -1,0 +1,179 @@
+"""Where and how the network runs: device, precision and CPU threads, decided in one place.
+
+Every path that runs the network (upscale, eval, training validation, LAM, bundling, training itself)
+asks this module, so `auto` means the same everywhere and a bad request fails the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from mma.errors import ConfigError
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+    "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+}
+
+# Environment variable that fixes the inference thread count (like OMP_NUM_THREADS, but for mma only).
+THREADS_ENV = "MMA_NUM_THREADS"
+# How long the thread policy watches the machine before choosing: long enough to see a busy core.
+_LOAD_WINDOW_S = 0.05
+
+
+def resolve_device(device: str | torch.device = "auto", local_rank: int | None = None) -> torch.device:
+    """`auto`: CUDA (this process's GPU under torchrun), then Apple MPS, then CPU. `cuda` without an index
+    means the process's local rank (0 outside torchrun); an explicit device must exist here."""
+    if isinstance(device, torch.device):
+        chosen = device
+    else:
+        name = str(device).strip().lower()
+        if name == "auto":
+            if torch.cuda.is_available():
+                name = "cuda"
+            elif torch.backends.mps.is_available():
+                name = "mps"
+            else:
+                name = "cpu"
+        try:
+            chosen = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r} requested but this torch sees no CUDA GPU")
+        if chosen.index is None:
+            rank = local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", "0"))
+            chosen = torch.device("cuda", rank % torch.cuda.device_count())
+        elif chosen.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {chosen} requested but this machine has {torch.cuda.device_count()} "
+                              "CUDA GPU(s)")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' requested but Apple MPS is not available here")
+    return chosen
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The precision to run in. `auto`: bf16 on CUDA GPUs that have it, else fp16 on GPUs, fp32 on CPUs.
+
+    Half precision on a CPU without native half arithmetic is emulated and several times slower than
+    float32, so it is replaced by float32 with one warning instead of silently costing minutes.
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        chosen = dtype
+    else:
+        name = str(dtype).strip().lower()
+        if name == "auto":
+            if device.type == "cuda":
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.float16 if device.type == "mps" else torch.float32
+        if name not in DTYPES:
+            raise ConfigError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
+        chosen = DTYPES[name]
+    if device.type == "cpu" and chosen in (torch.float16, torch.bfloat16) and not cpu_has_native(chosen):
+        warnings.warn(f"this CPU has no native {dtype_name(chosen)} arithmetic (it would run several times "
+                      "slower): using fp32", RuntimeWarning, stacklevel=2)
+        return torch.float32
+    return chosen
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`fp32`, `fp16` or `bf16`: the spelling the options use."""
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
+def cpu_has_native(dtype: torch.dtype) -> bool:
+    """Whether oneDNN has native kernels for `dtype` on this CPU (AVX512-BF16/FP16, AMX)."""
+    probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}
+    name = probe.get(dtype)
+    if name is None:
+        return dtype in (torch.float32, torch.float64)
+    try:
+        return bool(getattr(torch.ops.mkldnn, name)())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, so containers and `taskset` are respected)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def idle_cpus(window: float = _LOAD_WINDOW_S) -> float | None:
+    """How many CPUs sat idle over the last `window` seconds (from /proc/stat), or None where unknown."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return None
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return idle, sum(fields[:8])
+
+    idle0, total0 = sample()
+    time.sleep(window)
+    idle1, total1 = sample()
+    if total1 <= total0:
+        return None
+    online = os.cpu_count() or 1
+    return online * (idle1 - idle0) / (total1 - total0)
+
+
+def default_threads() -> int:
+    """The inference thread count: $MMA_NUM_THREADS, else torch's own when $OMP_NUM_THREADS fixes it, else
+    one per CPU that is idle right now.
+
+    Why not all CPUs: a thread pool larger than the idle CPUs makes every parallel region wait for a
+    thread that another process has descheduled; on a 2-core machine with one core busy that made
+    MMA-T x4 on 64x64 14x slower than one thread (docs/benchmarks.md, "Threads").
+    """
+    fixed = parse_threads(os.environ.get(THREADS_ENV))
+    if fixed:
+        return fixed
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return torch.get_num_threads()
+    cpus = usable_cpus()
+    if cpus == 1:
+        return 1
+    idle = idle_cpus()
+    if idle is None:
+        return cpus
+    return max(1, min(cpus, int(idle + 0.3)))
+
+
+def parse_threads(value: int | str | None) -> int | None:
+    """A thread count from an option or the environment: None/`auto`/0 mean "let the policy choose"."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("", "auto", "0"):
+        return None
+    if not text.isdigit():
+        raise ConfigError(f"threads must be a positive whole number or 'auto', got {value!r}")
+    return int(text)
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[int]:
+    """Run the body with `count` torch threads (None: the policy's choice), restoring the previous count."""
+    chosen = count or default_threads()
+    previous = torch.get_num_threads()
+    if chosen != previous:
+        torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

@@ -1,0 +1,198 @@
+"""A loaded model and where it came from: the one loader behind `mma.load_model`, hubconf and integrations.
+
+Why a descriptor rather than a bare `nn.Module` (as spandrel's model descriptors): everything that runs the
+network needs the same few facts — its scale, its config, which precisions it supports, how much memory an
+input pixel costs — and a user needs to know which weights are loaded (registry name and tag, file, Hub
+repository and revision, sha256). One loader makes it from every kind of source, so no caller guesses.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mma.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from mma.model import MMAConfig
+from mma.weights import hub
+from mma.weights.loading import model_from_file
+from mma.weights.registry import FILE_SUFFIXES, fetch_entry, is_registry_name, lookup_name
+
+SourceKind = Literal["registry", "file", "folder", "hub", "module"]
+
+# Peak inference memory per input pixel, per feature channel, in float32: a part at input resolution and a
+# part that grows with the output (scale^2). Fitted to the peak-memory rows of docs/benchmarks.md ("Whole
+# network": MMA-T x2/x4 and MMA-B x2, CPU) with a 25% margin, so an automatic tile fits what it expects.
+_BYTES_AT_INPUT = 4 * 12.1
+_BYTES_PER_OUTPUT_PIXEL = 4 * 2.14
+_MARGIN = 1.25
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def memory_per_pixel(config: MMAConfig | None) -> int:
+    """Estimated peak bytes an input pixel costs in a float32 forward of the network `config` describes."""
+    features = config.num_feat if config is not None else 64
+    scale = config.scale if config is not None else 4
+    return int(features * (_BYTES_AT_INPUT + _BYTES_PER_OUTPUT_PIXEL * scale * scale) * _MARGIN)
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a model's weights came from, enough to load the same weights again and to prove which."""
+
+    kind: SourceKind
+    location: str  # the registry name with its tag, the file or folder, or the Hub repository id
+    tag: str | None = None
+    revision: str | None = None
+    sha256: str | None = None  # of the weights file that was read
+
+    def __str__(self) -> str:
+        where = self.location + (f"@{self.revision}" if self.revision else "")
+        return f"{self.kind}:{where}"
+
+
+class LoadedModel:
+    """An MMA network plus the facts every runner needs. Calling it runs the network.
+
+    `to(device, dtype)` returns a placed copy and leaves this one as it is, so a cached model is never
+    moved under another caller's feet.
+    """
+
+    precisions: tuple[str, ...] = PRECISIONS
+
+    def __init__(self, network: nn.Module, source: WeightsSource, scale: int | None = None) -> None:
+        own = getattr(network, "scale", None)
+        if own is None and scale is None:
+            raise ConfigError("this model does not say its scale: pass scale=")
+        self.network = network
+        self.source = source
+        self.scale = int(own if own is not None else scale)
+
+    @property
+    def config(self) -> MMAConfig | None:
+        config = getattr(self.network, "config", None)
+        return config if isinstance(config, MMAConfig) else None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.source.sha256
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return memory_per_pixel(self.config)
+
+    @property
+    def device(self) -> torch.device:
+        parameter = next(self.network.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        parameter = next(self.network.parameters(), None)
+        return parameter.dtype if parameter is not None else torch.float32
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> LoadedModel:
+        """This model on `device`/`dtype` in eval mode: itself when it already is, else a copy (a caller's
+        module in training mode is left training)."""
+        device = torch.device(device)
+        dtype = dtype or self.dtype
+        here = self.device
+        if (here.type, here.index, self.dtype) == (device.type, device.index, dtype) and not self.network.training:
+            return self
+        moved = copy.deepcopy(self.network).to(device=device, dtype=dtype).eval()
+        return LoadedModel(moved, self.source, self.scale)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image)
+
+    def __repr__(self) -> str:
+        config = self.config
+        what = f"{config.variant} x{config.scale}" if config else f"{type(self.network).__name__} x{self.scale}"
+        return f"LoadedModel({what}, {self.source}, {self.device}, {self.dtype})"
+
+
+def load(source: str | os.PathLike[str] | nn.Module | LoadedModel, scale: int | None = None, *,
+         force_download: bool = False) -> LoadedModel:
+    """A LoadedModel on the CPU in float32 from any source.
+
+    Sources: a LoadedModel or nn.Module (wrapped as they are); a weights file (.safetensors, the authors'
+    BasicSR .pth); a Hub-layout folder (model.safetensors, its config.json honoured); a registry name with an
+    optional scale and tag (`mma-t`, `mma-t-x4`, `mma-t-x4.t91-bsds200`; `scale` picks the registry scale,
+    default 4); a Hub repository id `owner/name[@revision]`. A `scale` that disagrees with the weights is a
+    ConfigError rather than a silently different result.
+    """
+    if isinstance(source, LoadedModel):
+        loaded = source
+    elif isinstance(source, nn.Module):
+        loaded = LoadedModel(source, WeightsSource("module", type(source).__name__), scale)
+    else:
+        loaded = _load_named(os.fspath(source), scale, force_download)
+    check_scale_matches(loaded, scale)
+    return loaded
+
+
+def check_scale_matches(loaded: LoadedModel, scale: int | None) -> None:
+    """ConfigError when the caller asked for another scale than the model has."""
+    if scale is not None and int(scale) != loaded.scale:
+        raise ConfigError(f"{loaded.source.location} upscales x{loaded.scale}, not x{scale}: ask for scale "
+                          f"{loaded.scale} or another model")
+
+
+def _load_named(text: str, scale: int | None, force: bool) -> LoadedModel:
+    path = Path(text).expanduser()
+    if path.is_file():
+        return _from_file(path, WeightsSource("file", str(path), sha256=hub.sha256_of(path)))
+    if path.is_dir() and (path / hub.WEIGHTS_NAME).is_file():
+        weights = path / hub.WEIGHTS_NAME
+        config = _folder_config(path / hub.CONFIG_NAME)
+        return _from_file(weights, WeightsSource("folder", str(path), sha256=hub.sha256_of(weights)), config)
+    if path.is_dir() and not is_registry_name(text):  # a stray folder named like a model does not hide it
+        raise CheckpointError(f"{path}: a directory without {hub.WEIGHTS_NAME}")
+    if is_registry_name(text):
+        entry = lookup_name(text, scale)
+        weights = fetch_entry(entry, force=force)
+        config = _folder_config(weights.parent / hub.CONFIG_NAME) if entry.bundled_file() else None
+        revision = entry.hub.revision if entry.hub and not entry.bundled_file() else None
+        found = WeightsSource("registry", entry.full_name, entry.tag, revision, hub.sha256_of(weights))
+        return _from_file(weights, found, config)
+    parsed = hub.parse_repo_id(text)
+    if parsed is not None and path.suffix.lower() not in FILE_SUFFIXES:
+        repo_id, revision = parsed
+        weights = hub.download(repo_id, hub.WEIGHTS_NAME, revision=revision, force=force)
+        config = _hub_config(repo_id, revision, force)
+        return _from_file(weights, WeightsSource("hub", repo_id, None, revision, hub.sha256_of(weights)), config)
+    if "/" in text or os.sep in text or path.suffix.lower() in FILE_SUFFIXES:
+        raise WeightsNotFoundError(f"{text}: no such weights file")
+    lookup_name(text, scale)  # not a registry name: raises the registry's "unknown model" error
+    raise WeightsNotFoundError(f"{text}: no such model")
+
+
+def _from_file(weights: Path, source: WeightsSource, config: MMAConfig | None = None) -> LoadedModel:
+    return LoadedModel(model_from_file(weights, config=config), source)
+
+
+def _folder_config(path: Path) -> MMAConfig | None:
+    return hub.read_config(path) if path.is_file() else None
+
+
+def _hub_config(repo_id: str, revision: str | None, force: bool) -> MMAConfig | None:
+    """The repository's config.json when it has one (files written by mma describe themselves anyway)."""
+    try:
+        return hub.read_config(hub.download(repo_id, hub.CONFIG_NAME, revision=revision, force=force))
+    except WeightsNotFoundError as exc:
+        if "no such file" in str(exc):
+            return None
+        raise
+
+
+def describe_source(loaded: LoadedModel) -> dict[str, Any]:
+    """The provenance as plain data, for reports and model cards."""
+    source = loaded.source
+    return {"kind": source.kind, "location": source.location, "tag": source.tag, "revision": source.revision,
+            "sha256": source.sha256}
