@@ -30,7 +30,7 @@ ModelLike = Union[str, "os.PathLike[str]", nn.Module]
 
 DEFAULT_OVERLAP = 32
 # Inference memory per input pixel and feature channel, with a margin: ~28 KB a pixel for MMA-T, where
-# bench_model.py measures ~9 KB at x4 on the CPU (auto tiles also use only a share of free memory).
+# bench_model.py measures far less (docs/benchmarks.md); auto tiles also use only a share of free memory.
 BYTES_PER_PIXEL_PER_FEATURE = 600
 # ITU-R BT.601 luma, as Pillow's RGB -> L, to bring a grey image back from the model's RGB output.
 LUMA = (0.299, 0.587, 0.114)
