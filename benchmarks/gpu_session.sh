@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call of the GPU machine, prepared ahead because device time is scarce (15 minutes a session):
+# One job on a GPU machine, prepared ahead so that a short allotment (e.g. 15 minutes) goes to the work:
 #   1. scan backends on CUDA against the float64 reference, half precision, scan speed (gpu_check.py);
 #      when a parity check fails, the rest runs on the pure-PyTorch scan (MMA_SCAN_BACKEND=torch);
 #   2. training-step time of the run's recipe (bench_train.py), which sizes the burst;
@@ -7,11 +7,11 @@
 #      inside them; the run's files are copied to $OUT as soon as it stops;
 #   4. whole-network speed, then mma.upscale with the bundled weights of the run's scale in
 #      fp32/bf16/fp16 on Set5 and Set14 (gpu_upscale.py).
-# Stages after the burst get whatever is left of TOTAL seconds, so the call ends inside its limit.
+# Stages after the burst get whatever is left of TOTAL seconds, so the job ends inside its limit.
 #
-# Here, before the call (the data only fits the 64 MiB the tool sends as lossless WebP):
+# Here, before the job (the data only fits the 64 MiB a job may carry as lossless WebP):
 #   python benchmarks/pack_data.py pack ../shared/data .devdata T91/HR BSDS200/HR Set5/HR Set14/HR
-# Then, through the device tool (carry .devdata):
+# Then, on the GPU machine (with .devdata copied beside the working tree):
 #   bash benchmarks/gpu_session.sh weights/training/mma-t-x3 240 440
 set -u
 run=${1:?usage: gpu_session.sh RUN_DIR [BURST_SECONDS] [TOTAL_SECONDS]}

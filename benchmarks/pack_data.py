@@ -1,13 +1,14 @@
 """Shrink image folders for a trip to the GPU machine, and restore them there, pixel for pixel.
 
-Why: the device tool sends at most 64 MiB with the working tree, and the training and benchmark images
-(T91, BSDS200, Set5, Set14: 72 MB as BMP/PNG) only fit as lossless WebP (45 MB). `pack` writes `<name>.<ext>.webp` beside the
-folder layout it mirrors and checks every file decodes to the same pixels; files WebP cannot hold exactly
-(modes other than RGB/RGBA) are copied as they are. `unpack` writes the original names back (same format as
-the suffix says), so training there reads the same paths, pixels and file order as here.
+Why: a job on the project's GPU machine carries at most 64 MiB with the working tree, and the training
+and benchmark images (T91, BSDS200, Set5, Set14: 72 MB as BMP/PNG) only fit as lossless WebP (45 MB).
+`pack` writes `<name>.<ext>.webp` beside the folder layout it mirrors and checks every file decodes to the
+same pixels; files WebP cannot hold exactly (modes other than RGB/RGBA) are copied as they are. `unpack`
+writes the original names back (same format as the suffix says), so training there reads the same paths,
+pixels and file order as here.
 
     python benchmarks/pack_data.py pack ../shared/data .devdata T91/HR BSDS200/HR Set5/HR Set14/HR
-    python benchmarks/pack_data.py unpack .devdata ../shared/data        # on the device
+    python benchmarks/pack_data.py unpack .devdata ../shared/data        # on the GPU machine
 """
 
 from __future__ import annotations

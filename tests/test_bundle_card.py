@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mma.evaluate import DatasetResult, ImageScore
@@ -13,6 +15,7 @@ def bundle(load_script):
 
 
 META = {
+    "variant": "mma-t",
     "recipe": {"betas": [0.9, 0.99], "batch": 16, "patch": 48, "ema": 0.999, "seed": 0},
     "data": {"folders": ["T91", "BSDS200"], "images": 267, "held_out_for_validation": 10},
     "iterations": 40,
@@ -30,27 +33,54 @@ def _result(name: str, psnr: float) -> DatasetResult:
     return DatasetResult(name, 3, (ImageScore("a.png", psnr, 0.9, 0.1),))
 
 
-def _card(bundle, set5: float, set14: float, outlook: str | None = None) -> str:
+def _card(bundle, set5: float, set14: float) -> str:
     ours = [_result("Set5", set5), _result("Set14", set14)]
     bicubic = [_result("Set5", 30.0), _result("Set14", 27.0)]
-    return bundle.card(META, 3, ours, bicubic, LOG, "a test machine", outlook)
+    return bundle.card(META, 3, ours, bicubic, LOG, "a test machine")
 
 
 def test_log_gives_time_and_learning_rate_as_run(bundle) -> None:
     assert bundle.training_hours(LOG) == pytest.approx((10 / 0.5 + 10 / 0.25 + 10 / 0.5 + 10 / 0.5) / 3600)
-    assert bundle.lr_history(LOG) == "0.0005 from 0, 0.00025 from 20, 0.0005 from 30"
+    summary = bundle.lr_summary(LOG)
+    assert summary.startswith("0.0005, halved at each schedule's milestones (lowest 0.00025)")
+    assert "raised again once (to at most 0.0005)" in summary
+    assert "raised" not in bundle.lr_summary(LOG[:2])
 
 
-def test_card_names_each_set_below_the_bar_and_the_outlook(bundle) -> None:
-    text = _card(bundle, 32.90, 29.40, outlook="About 5,000 more iterations: 4 CPU hours.")
-    assert "does not yet clear the FSRCNN row on Set5 (32.90 < 33.18)" in text
+def test_card_names_each_set_below_the_bar(bundle) -> None:
+    text = _card(bundle, 32.90, 29.40)
+    assert "does not clear the FSRCNN row on Set5 (32.90 < 33.18)." in text
     assert "Set14 (" not in text
-    assert "## What the rest would take\n\nAbout 5,000 more iterations: 4 CPU hours.\n" in text
     assert "| **this model** | **32.90 / 0.9000** | **29.40 / 0.9000** |" in text
 
 
-def test_card_without_outlook_has_no_empty_section(bundle) -> None:
+def test_card_is_for_users_with_the_commands_that_reproduce_it(bundle) -> None:
     text = _card(bundle, 33.50, 29.50)
     assert "It clears the FSRCNN row on both sets." in text
-    assert "What the rest would take" not in text
+    assert "mma eval Set5 Set14 --scale 3 --model mma-t\n" in text
+    assert "mma train --resume --out weights/training/mma-t-x3\n" in text
+    assert "| hardware | a test machine |" in text
+    # forecasts and development notes live in weights/TRAINING.md, not in the wheel's card
+    assert "would take" not in text and "outlook" not in text.lower()
     assert "\n\n\n" not in text
+
+
+def test_card_only_renders_the_numbers_the_card_states(bundle) -> None:
+    text = _card(bundle, 33.50, 29.50)
+    ours, bicubic = bundle.stated_scores(text, 3)
+    assert [(r.name, r.psnr, r.ssim) for r in ours] == [("Set5", 33.5, 0.9), ("Set14", 29.5, 0.9)]
+    assert [r.psnr for r in bicubic] == [30.0, 27.0]
+    assert bundle.card(META, 3, ours, bicubic, LOG, "a test machine") == text
+
+
+def test_bundled_cards_are_what_the_template_renders(bundle) -> None:
+    """The shipped cards were rendered by this bundle.py (rerun `--card-only` after changing the template)."""
+    for folder in sorted(bundle.BUNDLED_DIR.glob("*-x*")):
+        meta = bundle.load_checkpoint(folder / "model.safetensors")[1]
+        run = bundle.REPO / "weights" / "training" / folder.name
+        shipped = (folder / "README.md").read_text(encoding="utf-8")
+        ours, bicubic = bundle.stated_scores(shipped, meta["scale"])
+        hardware = bundle._table_row(shipped, bundle.HARDWARE_ROW)[0]
+        assert json.loads((run / "config.json").read_text())["scale"] == meta["scale"]
+        rendered = bundle.card(meta, meta["scale"], ours, bicubic, bundle.read_log(run), hardware)
+        assert rendered == shipped, folder.name

@@ -1,5 +1,5 @@
 """The network is the published one: names, shapes, parameter counts, and the same function as an
-independent float64 implementation of ARCHITECTURE.md written here (no code shared with mma.model/ops)."""
+independent float64 implementation of docs/model.md ("Data flow") written here (no code shared with mma.model/ops)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,18 @@
 """Put a finished training run into the package: its EMA weights as a Hub-layout folder, measured, with a card.
 
     python weights/bundle.py weights/training/mma-t-x2 --hardware "2-vCPU AMD EPYC VM, CPU only"
+    python weights/bundle.py weights/training/mma-t-x2 --card-only     # rewrite the card alone
 
 Writes mma/weights/bundled/<variant>-x<scale>/{model.safetensors, config.json, README.md}: the weights with
 their training provenance, the network's config, and a model card whose quality table is measured here with
 the paper's protocol (`mma.evaluate`: whole images, Y channel, border of `scale` pixels shaved) on Set5 and
 Set14 from ../shared/data. Nothing is selected on those sets: the run's final EMA weights are what ships.
+
+The card is for the wheel's users: what the model is, its data, recipe and hardware, the measured scores and
+the commands that reproduce them. Forecasts and development notes (what more training would buy, how each
+resume went) belong in weights/TRAINING.md, which is where to write them. `--card-only` re-renders the card
+of an already bundled model from its stored provenance, the run's log and the scores (and hardware) the
+current card states, without evaluating again and without touching the weights or config.json.
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import torch
 
-from mma.evaluate import DatasetResult, bicubic_upscaler, evaluate_dataset
+from mma.evaluate import DatasetResult, ImageScore, bicubic_upscaler, evaluate_dataset
 from mma.fileio import atomic_write
 from mma.model import MMAConfig
 from mma.train.loop import EMA_FILE
@@ -37,6 +46,7 @@ REFERENCES = {
     "MMA-T, paper (DF2K, 8 GPUs)": {2: (38.17, 33.96), 3: (34.57, 30.45), 4: (32.50, 28.80)},
 }
 MINIMUM = "FSRCNN (the bar to clear)"
+OURS_ROW, BICUBIC_ROW, HARDWARE_ROW = "**this model**", "bicubic", "hardware"
 
 
 def read_log(run: Path) -> list[dict[str, str]]:
@@ -55,16 +65,17 @@ def training_hours(rows: list[dict[str, str]]) -> float:
     return total / 3600
 
 
-def lr_history(rows: list[dict[str, str]]) -> str:
-    """The learning rate as the run used it, e.g. "0.0005 from 0, 0.00025 from 450, ...": a resumed run with a
-    longer schedule goes back up, which the configured milestones alone would hide."""
-    changes, current = [], None
-    for row in rows:
-        lr = float(row["lr"])
-        if lr != current:
-            changes.append(f"{lr:.3g} from {0 if current is None else int(row['iteration'])}")
-            current = lr
-    return ", ".join(changes)
+def lr_summary(rows: list[dict[str, str]]) -> str:
+    """The learning rate as the run used it, in one sentence: a resumed run with a longer schedule goes back
+    up, which the configured milestones alone would hide; every value is in the run's train_log.csv."""
+    rates = [float(row["lr"]) for row in rows]
+    raised = [now for before, now in pairwise(rates) if now > before]
+    text = f"{rates[0]:.3g}, halved at each schedule's milestones (lowest {min(rates):.3g})"
+    if raised:
+        times = "once" if len(raised) == 1 else f"{len(raised)} times"
+        text += (f"; raised again {times} (to at most {max(raised):.3g}) where a resume extended the schedule,"
+                 " so the weights that ship come from a decayed rate")
+    return text
 
 
 def measure(model: torch.nn.Module | None, scale: int) -> list[DatasetResult]:
@@ -84,23 +95,22 @@ def cell(result: DatasetResult) -> str:
 
 
 def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[DatasetResult],
-         log: list[dict[str, str]], hardware: str, outlook: str | None = None) -> str:
-    """The model card (README.md) of a bundled model; `outlook` (what closing the gap would take) gets its own
-    section, since a card of weights that fall short should say what more training would cost."""
-    recipe, data = meta["recipe"], meta["data"]
+         log: list[dict[str, str]], hardware: str) -> str:
+    """The model card (README.md) of a bundled model, for the people who install the wheel."""
+    recipe, data, variant = meta["recipe"], meta["data"], meta["variant"]
+    run = f"weights/training/{variant}-x{scale}"
     init = recipe.get("init")
-    start = f"`{Path(init).name}` (see weights/TRAINING.md)" if init else "random initialisation"
+    start = (f"`{Path(init).name}`, earlier weights of this project (weights/TRAINING.md in the repository)"
+             if init else "random initialisation")
     minimum = REFERENCES[MINIMUM][scale]
     short = [f"{name} ({ours[i].psnr:.2f} < {minimum[i]:.2f})" for i, name in enumerate(SETS)
              if ours[i].psnr < minimum[i]]
     verdict = ("It clears the FSRCNN row on both sets." if not short else
-               "It does not yet clear the FSRCNN row on " + ", ".join(short) + ": training continues (see "
-               "weights/TRAINING.md in the repository).")
-    rows = [f"| bicubic | {cell(bicubic[0])} | {cell(bicubic[1])} |",
-            f"| **this model** | **{cell(ours[0])}** | **{cell(ours[1])}** |"]
+               "It does not clear the FSRCNN row on " + ", ".join(short) + ".")
+    rows = [f"| {BICUBIC_ROW} | {cell(bicubic[0])} | {cell(bicubic[1])} |",
+            f"| {OURS_ROW} | **{cell(ours[0])}** | **{cell(ours[1])}** |"]
     rows += [f"| {name} | {values[scale][0]:.2f} | {values[scale][1]:.2f} |" for name, values in REFERENCES.items()]
     table = "\n".join(rows)
-    rest = f"\n## What the rest would take\n\n{outlook}\n" if outlook else ""
     return f"""---
 license: mit
 library_name: mma-sr
@@ -127,10 +137,11 @@ image = mma.upscale("photo.png", scale={scale})
 | | |
 |---|---|
 | data | {' + '.join(data['folders'])} HR images: {data['images']} for training after holding out {data['held_out_for_validation']} for validation; LR made with MATLAB-compatible bicubic (`mma.imresize`) |
-| recipe | L1 loss, Adam {tuple(recipe['betas'])}, learning rate as logged {lr_history(log)}, batch {recipe['batch']}, LR patch {recipe['patch']}x{recipe['patch']}, random flips and rotations, EMA {recipe['ema']} with warm-up, seed {recipe['seed']} |
+| recipe | L1 loss, Adam {tuple(recipe['betas'])}, batch {recipe['batch']}, LR patch {recipe['patch']}x{recipe['patch']}, random flips and rotations, EMA {recipe['ema']} with warm-up, seed {recipe['seed']} |
+| learning rate | {lr_summary(log)} |
 | start | {start} |
 | iterations | {meta['iterations']} |
-| hardware | {hardware} |
+| {HARDWARE_ROW} | {hardware} |
 | training time | {training_hours(log):.1f} hours |
 
 ## Quality
@@ -144,7 +155,25 @@ to choose anything; the final EMA weights of the run are what ships.
 {table}
 
 {verdict}
-{rest}
+
+## Reproducing
+
+The scores, with the Set5 and Set14 folders of HR images at hand:
+
+```bash
+mma eval Set5 Set14 --scale {scale} --model {variant}
+```
+
+The training run is in the mma-sr repository:
+`{run}/` holds its configuration, logs and resumable state, and weights/TRAINING.md lists each
+stretch of training with its schedule and hardware. To continue it and ship the result with a freshly
+measured card:
+
+```bash
+mma train --resume --out {run}
+python weights/bundle.py {run} --hardware "..."
+```
+
 ## Limitations
 
 - Trained on bicubic downscaling only: photos with noise, JPEG artefacts or camera blur are not what it
@@ -157,12 +186,54 @@ to choose anything; the final EMA weights of the run are what ships.
 """
 
 
+def _table_row(text: str, label: str) -> list[str]:
+    """The cells after `label` in the card's first table row that starts with it."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == label:
+            return cells[1:]
+    raise ValueError(f"the card has no '{label}' row")
+
+
+def stated_scores(text: str, scale: int) -> tuple[list[DatasetResult], list[DatasetResult]]:
+    """(ours, bicubic) as a card states them, so `--card-only` renders the same numbers without measuring."""
+
+    def results(label: str) -> list[DatasetResult]:
+        found = []
+        for name, value in zip(SETS, _table_row(text, label)):
+            psnr, ssim = (float(part) for part in re.findall(r"[\d.]+", value))
+            found.append(DatasetResult(name, scale, (ImageScore(name, psnr, ssim, 0.0),)))
+        return found
+
+    return results(OURS_ROW), results(BICUBIC_ROW)
+
+
+def _rewrite_card(run: Path, hardware: str | None) -> None:
+    """--card-only: the bundled model of `run` gets a card in the current template, its numbers unchanged."""
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    target = BUNDLED_DIR / f"{config['variant']}-x{config['scale']}"
+    _, meta = load_checkpoint(target / "model.safetensors")
+    old = (target / "README.md").read_text(encoding="utf-8")
+    ours, bicubic = stated_scores(old, meta["scale"])
+    hardware = hardware or _table_row(old, HARDWARE_ROW)[0]
+    text = card(meta, meta["scale"], ours, bicubic, read_log(run), hardware)
+    atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    print(target / "README.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="training run directory (holds ema.safetensors)")
-    parser.add_argument("--hardware", required=True, help="what the run was trained on, for the card")
-    parser.add_argument("--outlook", help="what more training the remaining gap would take, for the card")
+    parser.add_argument("--hardware", help="what the run was trained on, for the card (required unless "
+                        "--card-only, which keeps the card's line by default)")
+    parser.add_argument("--card-only", action="store_true", help="rewrite the bundled model's card from "
+                        "the scores it states: no evaluation, weights and config.json untouched")
     args = parser.parse_args()
+    if args.card_only:
+        _rewrite_card(args.run, args.hardware)
+        return
+    if not args.hardware:
+        parser.error("--hardware is required (what the run was trained on, for the card)")
 
     weights = args.run / EMA_FILE
     _, meta = load_checkpoint(weights)
@@ -175,7 +246,7 @@ def main() -> None:
     save_pretrained(model, target, **provenance)
 
     ours, bicubic = measure(model, scale), measure(None, scale)
-    text = card(meta, scale, ours, bicubic, read_log(args.run), args.hardware, args.outlook)
+    text = card(meta, scale, ours, bicubic, read_log(args.run), args.hardware)
     atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     scores = {r.name: {"psnr": r.psnr, "ssim": r.ssim, "bicubic_psnr": b.psnr, "bicubic_ssim": b.ssim}
               for r, b in zip(ours, bicubic)}

@@ -12,7 +12,7 @@ from mma.errors import ConfigError
 
 SCALES = (2, 3, 4)
 
-# Published configurations (ARCHITECTURE.md): K = 12 for MMA-T reproduces the paper's Table 3 counts.
+# Published configurations (docs/model.md): K = 12 for MMA-T reproduces the paper's Table 3 counts.
 VARIANTS: dict[str, dict[str, int]] = {
     "mma-t": {"num_feat": 48, "num_block": 12},
     "mma-b": {"num_feat": 192, "num_block": 24},

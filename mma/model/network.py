@@ -83,8 +83,8 @@ class MMA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         img_range = self.config.img_range
-        # Channels-last activations throughout: oneDNN's convs run faster in that layout (a 1.1x faster CPU
-        # forward), LayerNorm over channels needs no copy, and the Vim branch's (B, L, C) tokens are a plain
+        # Channels-last activations throughout: oneDNN's convs run faster in that layout (docs/benchmarks.md,
+        # "Whole network"), LayerNorm over channels needs no copy, and the Vim branch's (B, L, C) tokens are a plain
         # view of the feature map.
         x = x.contiguous(memory_format=torch.channels_last)
         # Built per call in the input's dtype: a float32 buffer would round the mean for float64 runs.

@@ -8,8 +8,8 @@ conv; the anti-causal (`reverse`) one mirrors the small weight and keeps the las
 the long input and output.
 
 The backward is written out: oneDNN's depthwise backward is slow on CPU, while the input gradient is the
-same conv in the other direction and the weight gradient is W shifted dot products (forward + backward
-14 against 30 ms in float32 and 17-25 against 25-27 ms in bf16 at MMA-T's training shape; bench_conv.py).
+same conv in the other direction and the weight gradient is W shifted dot products (faster forward +
+backward at MMA-T's training shape: docs/benchmarks.md, "Causal conv1d backward", bench_conv.py).
 """
 
 from __future__ import annotations

@@ -175,8 +175,8 @@ class Trainer:
             )
 
     def _amp_dtype(self) -> torch.dtype | None:
-        """bfloat16 where the hardware has it (CUDA, or a CPU with native bf16: 1.3x faster steps on an
-        AVX512-BF16 EPYC), float16 on older GPUs, full precision otherwise."""
+        """bfloat16 where the hardware has it (CUDA, or a CPU with native bf16: faster steps, docs/benchmarks.md
+        "bfloat16 autocast"), float16 on older GPUs, full precision otherwise."""
         if not self.cfg.amp:
             return None
         if self.device.type == "cuda":

@@ -1,6 +1,6 @@
 """Named training recipes: the paper's six runs and small ones that finish on a CPU.
 
-Why presets: the paper's schedule (ARCHITECTURE.md, "Training recipe") is long and easy to mistype; a name
+Why presets: the paper's schedule (its Sec. 4.1; docs/training.md, "Recipes") is long and easy to mistype; a name
 keeps a run reproducible, and a config file or flags still override any field.
 """
 
