@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -40,3 +42,31 @@ def load_script() -> Callable[[str], ModuleType]:
         return module
 
     return load
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """Two colour images and one grayscale image, of sizes that are not multiples of 2 or 3."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "Tiny"
+    folder.mkdir()
+    smooth = np.kron(rng.integers(0, 256, size=(8, 9, 3)), np.ones((5, 5, 1))).astype(np.uint8)
+    Image.fromarray(smooth[:37, :41]).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, size=(30, 34, 3), dtype=np.uint8)).save(folder / "b.bmp")
+    Image.fromarray(smooth[:33, :35, 0]).save(folder / "c_gray.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    """An untrained one-block MMA x2 saved as safetensors (its scores are meaningless but deterministic)."""
+    import torch
+
+    from mma.model import build_model
+    from mma.weights import save_safetensors
+
+    torch.manual_seed(0)
+    return save_safetensors(
+        build_model("mma-t", 2, num_feat=8, num_block=1), tmp_path / "tiny_x2.safetensors"
+    )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mma.errors import ConfigError
+from mma.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -34,23 +34,6 @@ class Placement:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(request: str, local_rank: int = 0) -> torch.device:
-    """ "auto" = the process's GPU when CUDA is available, else the CPU; "cuda" = the process's GPU."""
-    request = request.strip().lower()
-    if request == "auto":
-        request = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(request)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {request!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device cuda requested, but this PyTorch build sees no CUDA GPU")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def setup(device: str) -> Placement:
