@@ -70,3 +70,12 @@ def tiny_weights(tmp_path: Path) -> Path:
     return save_safetensors(
         build_model("mma-t", 2, num_feat=8, num_block=1), tmp_path / "tiny_x2.safetensors"
     )
+
+
+@pytest.fixture
+def hub():
+    """A local Hugging Face Hub on 127.0.0.1 (tests/hub_server.py): downloads and uploads, never the internet."""
+    from hub_server import serving
+
+    with serving() as server:
+        yield server

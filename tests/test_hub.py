@@ -1,104 +1,23 @@
 """Weights from the Hub, through the real huggingface_hub download path, served from 127.0.0.1 (no internet).
 
-huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE when it is imported, so every download runs in a
-fresh Python process with those variables set exactly as a user would set them.
+The server and the fresh-process runner are in hub_server.py (shared with the upload tests).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
-import subprocess
-import sys
-import threading
 from pathlib import Path
-from urllib.parse import unquote
 
 import pytest
 import torch
+from hub_server import FakeHub, run_python
 
 from mma.errors import CheckpointError, ChecksumError
 from mma.model import build_model
 from mma.weights import from_pretrained, save_pretrained
 from mma.weights.hub import parse_repo_id, sha256_of, verify_sha256
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class FakeHub(http.server.ThreadingHTTPServer):
-    """Answers HEAD/GET `/{owner}/{name}/resolve/{revision}/{file}` with the headers hf_hub_download relies on
-    (X-Repo-Commit, ETag, Content-Length) and the Hub's X-Error-Code on misses; records every request."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.commits: dict[tuple[str, str], dict[str, bytes]] = {}
-        self.branches: dict[tuple[str, str], str] = {}
-        self.requests: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
-
-    def publish(self, repo: str, files: dict[str, bytes], branch: str = "main") -> str:
-        """A new commit holding `files`, made the head of `branch`; returns its 40-hex id."""
-        commit = hashlib.sha1(repr((repo, len(self.commits), sorted(files.items()))).encode()).hexdigest()
-        self.commits[repo, commit] = dict(files)
-        self.branches[repo, branch] = commit
-        return commit
-
-    def lookup(self, path: str) -> tuple[int, str | None, dict[str, str], bytes]:
-        parts = unquote(path).lstrip("/").split("/")
-        if len(parts) < 5 or parts[2] != "resolve":
-            return 404, None, {}, b""
-        repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
-        if not any(key[0] == repo for key in self.commits):
-            return 404, None, {"X-Error-Code": "RepoNotFound"}, b""
-        commit = self.branches.get((repo, revision), revision)
-        if (repo, commit) not in self.commits:
-            return 404, None, {"X-Error-Code": "RevisionNotFound"}, b""
-        data = self.commits[repo, commit].get(filename)
-        if data is None:
-            return 404, commit, {"X-Error-Code": "EntryNotFound"}, b""
-        return 200, commit, {"ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, data
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: FakeHub
-
-    def do_HEAD(self) -> None:
-        self._answer(send_body=False)
-
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
-
-    def _answer(self, send_body: bool) -> None:
-        self.server.requests.append(f"{self.command} {self.path}")
-        status, commit, headers, data = self.server.lookup(self.path)
-        self.send_response(status)
-        if commit is not None:
-            self.send_header("X-Repo-Commit", commit)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def hub():
-    server = FakeHub()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
 
 # Runs operations in a fresh process and prints one JSON result per operation: {"ok": ...} or the MMAError.
 DRIVER = r"""
@@ -127,22 +46,6 @@ for op in json.loads(sys.argv[1]):
         results.append({"error": type(exc).__name__, "message": str(exc)})
 print(json.dumps(results))
 """
-
-
-def run_python(args: list[str], hub: FakeHub, home: Path, *, offline: bool = False) -> subprocess.CompletedProcess:
-    """`python ARGS` with the Hub at `hub`, its cache under `home`, and nothing inherited from the user's HF setup."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
-    env.update(
-        HF_ENDPOINT=hub.url,
-        HF_HOME=str(home),
-        HF_HUB_OFFLINE="1" if offline else "0",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
-        NO_PROXY="127.0.0.1,localhost",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
-    )
-    return subprocess.run([sys.executable, *args], env=env, cwd=home.parent, capture_output=True, text=True,
-                          timeout=300, check=False)
 
 
 def drive(ops: list[dict], hub: FakeHub, home: Path, *, offline: bool = False) -> list[dict]:

@@ -1,16 +1,20 @@
-"""Weights on the Hugging Face Hub: downloads through huggingface_hub, checksums, and the ModelHubMixin layout.
+"""Weights on the Hugging Face Hub: downloads and uploads through huggingface_hub, checksums, and the
+ModelHubMixin layout.
 
-huggingface_hub owns the cache, `HF_ENDPOINT`, `HF_HUB_OFFLINE` and revision pins; this module only turns its
-errors into ours and refuses a file whose sha256 is not the published one. A repository in the layout of
-`ModelHubMixin` holds `config.json` (the MMAConfig) beside `model.safetensors`.
+huggingface_hub owns the cache, the token, `HF_ENDPOINT`, `HF_HUB_OFFLINE` and revision pins; this module only
+turns its errors into ours, refuses a file whose sha256 is not the published one, and checks a folder before
+it is published. A repository in the layout of `ModelHubMixin` holds `config.json` (the MMAConfig) beside
+`model.safetensors`, and its model card `README.md` states the sha256 of the weights.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from mma.errors import CheckpointError, ChecksumError, ConfigError, WeightsNotFoundError
+from mma.errors import CheckpointError, ChecksumError, ConfigError, OutputError, WeightsNotFoundError
 from mma.fileio import atomic_write
 from mma.model import MMA, MMAConfig
 from mma.weights.checkpoint import save_safetensors
@@ -34,6 +38,7 @@ from mma.weights.loading import model_from_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
 
 # owner/name, optionally @revision (a branch, tag or commit); the Hub's own naming rules are stricter.
 _REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
@@ -149,3 +154,140 @@ def read_config(path: Path) -> MMAConfig:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: model config must be a JSON object")
     return MMAConfig.from_dict(data)
+
+
+# The card's statement of which weights it describes; `mma push` adds it, or rewrites it when stale.
+_CARD_SHA256 = "`" + WEIGHTS_NAME + "` sha256: `{}`"
+_CARD_SHA256_LINE = re.compile(r"^`" + re.escape(WEIGHTS_NAME) + r"` sha256: `[^`]*`[ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What `push_folder` committed: where, the commit id that pins it, and the weights' sha256."""
+
+    repo_id: str
+    revision: str
+    commit: str
+    url: str
+    sha256: str
+    card_updated: bool  # the uploaded card got its sha256 line from mma (the folder itself is never changed)
+
+
+def card_with_sha256(card: str | None, sha256: str, title: str) -> str:
+    """The model card to publish: `card` with its sha256 line refreshed or appended, or a minimal card when
+    the folder has none, so a repository always says which weights file it describes."""
+    line = _CARD_SHA256.format(sha256)
+    if card is None:
+        card = (f"---\nlibrary_name: mma-sr\ntags: [super-resolution, mamba, image-upscaling]\n---\n\n# {title}\n\n"
+                "MMA super-resolution weights (Vision Mamba with channel attention) for the mma-sr library.\n")
+    if _CARD_SHA256_LINE.search(card):
+        return _CARD_SHA256_LINE.sub(line, card)
+    return f"{card.rstrip()}\n\n## Checksum\n\n{line}\n"
+
+
+def push_folder(
+    folder: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    message: str | None = None,
+    token: str | None = None,
+) -> Published:
+    """Publish a Hub-layout folder (`model.safetensors`, `config.json`, `README.md`) as one commit.
+
+    Everything is checked before the first request: the weights load into the network `config.json`
+    describes, and the card states their sha256 (added to the uploaded copy when missing or stale; the folder
+    is left as it is). The repository is created when missing (private with `private`), and the branch
+    `revision` from main when it does not exist yet. Returns the commit id, which pins exactly these files.
+    """
+    folder = Path(folder)
+    repo_id, revision = _push_target(repo_id, revision)
+    weights, sha256, card, title = _checked_folder(folder)
+    uploaded_card = card_with_sha256(card, sha256, title)
+    if hub_constants.HF_HUB_OFFLINE:
+        raise ConfigError("HF_HUB_OFFLINE is set: unset it to publish to the Hub")
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+
+    token = token or get_token()
+    if not token:
+        raise ConfigError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN to a token that "
+                          "may write to " + repo_id)
+    api = HfApi(token=token)
+    operations = [
+        CommitOperationAdd(WEIGHTS_NAME, weights),
+        CommitOperationAdd(CONFIG_NAME, folder / CONFIG_NAME),
+        CommitOperationAdd(CARD_NAME, uploaded_card.encode("utf-8")),
+    ]
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.create_commit(repo_id, operations, revision=revision,
+                                 commit_message=message or f"Upload {title} ({WEIGHTS_NAME} sha256 {sha256[:12]})")
+    except Exception as exc:  # huggingface_hub's and its HTTP client's errors, translated below
+        translated = _push_error(exc, repo_id, folder)
+        if translated is exc:
+            raise
+        raise translated from None
+    return Published(repo_id, revision, info.oid, info.commit_url, sha256, uploaded_card != card)
+
+
+def _push_target(repo_id: str, revision: str | None) -> tuple[str, str]:
+    """(repository, branch) from `owner/name[@branch]` and --revision, which must not disagree."""
+    parsed = parse_repo_id(repo_id)
+    if parsed is None:
+        raise ConfigError(f"{repo_id}: not a Hub repository id (owner/name)")
+    if parsed[1] and revision and parsed[1] != revision:
+        raise ConfigError(f"{repo_id}: names revision {parsed[1]} but --revision says {revision}")
+    return parsed[0], revision or parsed[1] or "main"
+
+
+def _checked_folder(folder: Path) -> tuple[Path, str, str | None, str]:
+    """The weights, their sha256, the folder's card (None without one) and a title, once the weights load
+    into the network config.json describes."""
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such folder")
+    weights, config_file, card_file = folder / WEIGHTS_NAME, folder / CONFIG_NAME, folder / CARD_NAME
+    for needed in (weights, config_file):
+        if not needed.is_file():
+            raise CheckpointError(f"{folder}: no {needed.name} (a Hub-layout folder holds {WEIGHTS_NAME} and "
+                                  f"{CONFIG_NAME}; `mma.weights.save_pretrained` writes both)")
+    config = read_config(config_file)
+    model_from_file(weights, config=config)  # refuses weights that do not fit config.json, before any upload
+    try:
+        card = card_file.read_text(encoding="utf-8") if card_file.is_file() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{card_file}: unreadable model card ({exc})") from None
+    return weights, sha256_of(weights), card, f"{config.variant.upper()} x{config.scale}"
+
+
+def _push_error(exc: Exception, repo_id: str, folder: Path) -> Exception:
+    """One line for what went wrong on the way to the Hub; anything unexpected stays as it is (a bug)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status == 401:
+        return ConfigError(f"{repo_id}: the Hub refused the token (401 Unauthorized); log in again with "
+                           "`hf auth login` or set HF_TOKEN")
+    if status == 403:
+        return OutputError(f"{repo_id}: this token may not write to this repository (403 Forbidden)")
+    if isinstance(exc, RepositoryNotFoundError):
+        return OutputError(f"{repo_id}: no such repository, and it could not be created ({_first_line(exc)})")
+    if isinstance(exc, HfHubHTTPError):
+        return OutputError(f"{repo_id}: the Hub refused the upload ({_first_line(exc)})")
+    if isinstance(exc, _connection_errors()):
+        return OutputError(f"{repo_id}: the Hub at {hub_constants.ENDPOINT} cannot be reached ({_first_line(exc)})")
+    if isinstance(exc, ValueError) and "README.md" in str(exc):
+        return CheckpointError(f"{folder / CARD_NAME}: the Hub refused the card ({_first_line(exc)})")
+    return exc
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Connection failures of the HTTP client this huggingface_hub uses: requests' are OSErrors, while
+    httpx's and httpx2's are not."""
+    errors: list[type[BaseException]] = [OSError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
