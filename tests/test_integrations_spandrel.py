@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import optional_package
 
-spandrel = pytest.importorskip("spandrel", reason="spandrel is not installed (pip install 'mma-sr[spandrel]')")
+spandrel = optional_package("spandrel", "spandrel")
 
 import mma
 from mma.integrations import spandrel as mma_spandrel
