@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +17,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATA = SHARED / "data"
 SPEC = SHARED / "spec"
+
+
+def optional_package(name: str, extra: str) -> ModuleType:
+    """Import an optional test dependency, or skip the module saying why. Under MMA_REQUIRE_INTEGRATIONS=1
+    (the integration step of CI) a missing or broken package fails instead, so those tests cannot pass by
+    skipping. Any import failure counts: spandrel fails with a RuntimeError when torchvision does not match
+    torch (PyPI's torchvision wheels are CUDA builds that a CPU build of torch cannot load)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 (a broken install raises more than ImportError)
+        reason = f"{name} is not usable here ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+        reason += f'pip install "mma-sr[{extra}]"'
+        if os.environ.get("MMA_REQUIRE_INTEGRATIONS") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
 
 
 @pytest.fixture(scope="session")
