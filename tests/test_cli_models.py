@@ -119,7 +119,7 @@ def test_download_of_bundled_weights_prints_their_path(bundled_dir):
 
 @pytest.mark.parametrize(("args", "fragments"), [
     (["mma-b", "-s", "2"], ["no weights for mma-b x2", "mma convert AUTHORS.pth mma-b-x2.safetensors"]),
-    (["mma-t", "-s", "5"], ["mma-t has no x5 model"]),
+    (["mma-t", "-s", "5"], ["unsupported scale 5"]),
     (["mma-z"], ["unknown model 'mma-z'"]),
     (["missing.safetensors"], ["missing.safetensors: no such weights file"]),
 ])
