@@ -109,11 +109,12 @@ def upscale_pixels(engine: Engine, pixels: torch.Tensor, meta: ImageMeta, *, out
 
 
 def upscale_file(engine: Engine, source: str | os.PathLike[str], target: str | os.PathLike[str], *,
-                 overwrite: bool = False, progress: bool | Progress = False) -> Path:
-    """Read `source`, upscale it, write `target` atomically (its format from the suffix; metadata kept)."""
+                 overwrite: bool = False, progress: bool | Progress = False, software: str | None = None) -> Path:
+    """Read `source`, upscale it, write `target` atomically (its format from the suffix; metadata kept;
+    `software`, when given, as the EXIF Software tag: see `mma.imaging.io.software_tag`)."""
     pixels, meta = read_pixels(source)
     result = upscale_pixels(engine, pixels, meta, progress=progress)
-    return write_pixels(result, meta, target, overwrite=overwrite)
+    return write_pixels(result, meta, target, overwrite=overwrite, software=software)
 
 
 @contextlib.contextmanager

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import importlib
 import importlib.util
+import io
 import os
-from collections.abc import Callable
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -87,6 +92,72 @@ def tiny_weights(tmp_path: Path) -> Path:
     return save_safetensors(
         build_model("mma-t", 2, num_feat=8, num_block=1), tmp_path / "tiny_x2.safetensors"
     )
+
+
+@pytest.fixture(params=["mounted", "simulated"])
+def read_only_folder(request, tmp_path, monkeypatch) -> Iterator[Path]:
+    """A folder holding `inside.txt` in which nothing can be created, changed or removed.
+
+    Tests run as root, which ignores permission bits, so a chmod'ed folder would stay writable. "mounted" is a
+    real read-only file system (a tmpfs remounted read-only; skipped where mounting is not allowed).
+    "simulated" runs everywhere: os.open, os.unlink, os.replace, os.mkdir and opening for writing fail with
+    EROFS for paths in the folder, as the kernel answers on a read-only mount.
+    """
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if request.param == "mounted":
+        def mount(*args: str) -> bool:
+            return shutil.which("mount") is not None and subprocess.run(
+                ["mount", *args], check=False, capture_output=True).returncode == 0
+
+        if not mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)):
+            pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+        try:
+            (folder / "inside.txt").write_text("kept")
+            if not mount("-o", "remount,ro", str(folder)):
+                pytest.skip("cannot remount a tmpfs read-only here")
+            yield folder
+        finally:
+            subprocess.run(["umount", str(folder)], check=False, capture_output=True)
+        return
+    (folder / "inside.txt").write_text("kept")
+    _simulate_read_only(folder, monkeypatch)
+    yield folder
+
+
+@pytest.fixture()
+def simulate_read_only(monkeypatch) -> Callable[[Path], None]:
+    """Make an existing folder act as if it were on a read-only file system (as `read_only_folder`
+    "simulated"), for tests whose inputs must be inside it."""
+    return lambda folder: _simulate_read_only(folder, monkeypatch)
+
+
+def _simulate_read_only(folder: Path, monkeypatch) -> None:
+    def inside(path: object) -> bool:
+        return not isinstance(path, int) and Path(os.fsdecode(path)).absolute().parent == folder
+
+    def refuse(path: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
+
+    def guard(function: Callable, writes: Callable[..., bool] = lambda *a, **k: True) -> Callable:
+        def guarded(path, *args, **kwargs):
+            if inside(path) and writes(*args, **kwargs):
+                refuse(path)
+            return function(path, *args, **kwargs)
+        return guarded
+
+    def opens_for_writing(mode: str = "r", *args, **kwargs) -> bool:
+        return any(flag in mode for flag in "wax+")
+
+    def flags_write(flags: int, *args, **kwargs) -> bool:
+        return bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+
+    monkeypatch.setattr(os, "open", guard(os.open, flags_write))
+    for name in ("unlink", "remove", "mkdir"):
+        monkeypatch.setattr(os, name, guard(getattr(os, name)))
+    monkeypatch.setattr(os, "replace", guard(os.replace))
+    monkeypatch.setattr(builtins, "open", guard(builtins.open, opens_for_writing))
+    monkeypatch.setattr(io, "open", guard(io.open, opens_for_writing))
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -46,19 +47,66 @@ def tiny(scale: int = 2) -> torch.nn.Module:
     return build_model("mma-t", scale, num_feat=8, num_block=1).eval()
 
 
+def models_rows(result) -> dict[tuple[str, str], list[str]]:
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["model", "scale", "parameters", "offline", "Set5", "Set14", "weights"]
+    assert lines[-1].startswith("Set5, Set14: PSNR (dB, Y channel)")
+    return {tuple(line.split()[:2]): line.split() for line in lines[1:-1]}
+
+
 def test_models_lists_every_model_with_counts_and_sources(bundled_dir):
     (bundled_dir / "mma-t-x2").mkdir()
     save_safetensors(tiny(2), bundled_dir / "mma-t-x2" / "model.safetensors")
-    result = mma("models")
-    assert result.exit_code == 0, result.output
-    rows = {tuple(line.split()[:2]): line for line in result.stdout.splitlines()[1:]}
+    rows = models_rows(mma("models"))
     assert set(rows) == {(v, f"x{s}") for v in ("mma-t", "mma-b") for s in (2, 3, 4)}
     counts = {("mma-t", "x2"): "795,735", ("mma-t", "x3"): "899,655", ("mma-t", "x4"): "878,871",
               ("mma-b", "x2"): "19,824,627"}
     for key, count in counts.items():
-        assert count in rows[key]
-    assert rows["mma-t", "x2"].split()[3:] == ["yes", "bundled"]
-    assert rows["mma-b", "x4"].split()[3:5] == ["no", "none"]
+        assert rows[key][2] == count
+    assert rows["mma-t", "x2"][3:] == ["yes", "-", "-", "bundled"]  # bundled, but no scores file
+    assert rows["mma-b", "x4"][3:7] == ["no", "-", "-", "none"]
+
+
+def test_models_shows_the_bundled_scores_that_bundle_py_writes(bundled_dir, load_script):
+    from mma.evaluate import DatasetResult, ImageScore
+
+    bundle = load_script("weights/bundle.py")
+    (bundled_dir / "mma-t-x3").mkdir()
+    save_safetensors(tiny(3), bundled_dir / "mma-t-x3" / "model.safetensors")
+
+    def result(name: str, psnr: float) -> DatasetResult:
+        return DatasetResult(name, 3, (ImageScore("a.png", psnr, 0.91, 0.1),))
+
+    scores = bundle.scores([result("Set5", 33.234), result("Set14", 29.6049)],
+                           [result("Set5", 30.4), result("Set14", 27.6)], 3, 6637)
+    (bundled_dir / "mma-t-x3" / registry.SCORES_NAME).write_text(json.dumps(scores))
+    rows = models_rows(mma("models"))
+    assert rows["mma-t", "x3"][3:] == ["yes", "33.23", "29.60", "bundled"]
+    assert registry.REGISTRY["mma-t", 3].bundled_scores()["Set14"] == {
+        "psnr": 29.6049, "ssim": 0.91, "bicubic_psnr": 27.6, "bicubic_ssim": 0.91}
+
+
+def test_models_reports_a_damaged_scores_file(bundled_dir):
+    (bundled_dir / "mma-t-x4").mkdir()
+    save_safetensors(tiny(4), bundled_dir / "mma-t-x4" / "model.safetensors")
+    (bundled_dir / "mma-t-x4" / registry.SCORES_NAME).write_text("{not json")
+    assert_one_line_error(mma("models"), "scores.json: unreadable scores file")
+
+
+def test_shipped_scores_match_the_model_cards():
+    """scores.json of each bundled model holds the numbers its card's quality table shows."""
+    for scale in (2, 3, 4):
+        folder = registry.BUNDLED_DIR / f"mma-t-x{scale}"
+        scores = json.loads((folder / registry.SCORES_NAME).read_text())
+        assert scores["scale"] == scale
+        card = (folder / "README.md").read_text()
+        ours = next(line for line in card.splitlines() if line.startswith("| **this model**"))
+        bicubic = next(line for line in card.splitlines() if line.startswith("| bicubic"))
+        for name in ("Set5", "Set14"):
+            got = scores["datasets"][name]
+            assert f"{got['psnr']:.2f} / {got['ssim']:.4f}" in ours
+            assert f"{got['bicubic_psnr']:.2f} / {got['bicubic_ssim']:.4f}" in bicubic
 
 
 def test_download_of_bundled_weights_prints_their_path(bundled_dir):
@@ -71,7 +119,7 @@ def test_download_of_bundled_weights_prints_their_path(bundled_dir):
 
 @pytest.mark.parametrize(("args", "fragments"), [
     (["mma-b", "-s", "2"], ["no weights for mma-b x2", "mma convert AUTHORS.pth mma-b-x2.safetensors"]),
-    (["mma-t", "-s", "5"], ["mma-t has no x5 model"]),
+    (["mma-t", "-s", "5"], ["unsupported scale 5"]),
     (["mma-z"], ["unknown model 'mma-z'"]),
     (["missing.safetensors"], ["missing.safetensors: no such weights file"]),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -208,15 +209,159 @@ def test_two_inputs_to_one_output_name(run, tmp_path):
     assert (tmp_path / "out" / "a_x2.png").exists()
 
 
-def test_unwritable_output_folder(run, tmp_path):
-    blocker = tmp_path / "blocker"
+@pytest.fixture()
+def network_runs(monkeypatch) -> list[int]:
+    """How many images went through the network (one entry per call of upscale_pixels)."""
+    import mma.api
+
+    calls: list[int] = []
+    real = mma.api.upscale_pixels
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mma.api, "upscale_pixels", counted)
+    return calls
+
+
+def test_read_only_folder_fails_before_any_work_and_the_batch_goes_on(run, tmp_path, read_only_folder,
+                                                                      network_runs):
+    good = picture(tmp_path / "good.png")
+    result = run(good, "-o", read_only_folder / "out.png")  # one input, its output in the read-only folder
+    assert result.exit_code == 1 and network_runs == []
+    line, = errors(result)
+    assert "out.png: cannot write there (" in line and "Read-only file system" in line
+    result = run(picture(tmp_path / "other.png"), good, "-o", read_only_folder)  # several inputs into a read-only output folder
+    assert result.exit_code == 1 and network_runs == []
+    assert "cannot be the output folder" in errors(result)[0] and len(errors(result)) == 1
+    assert sorted(p.name for p in read_only_folder.iterdir()) == ["inside.txt"]
+
+
+def test_outputs_beside_inputs_in_a_read_only_folder(run, tmp_path, simulate_read_only, network_runs):
+    """Inputs in a read-only folder with outputs beside them: each such file fails on one line before any
+    upscaling, the others are done (simulated: the fixture cannot hold an image in its mounted form)."""
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    locked = [picture(shelf / "a.png"), picture(shelf / "b.png")]
+    good = picture(tmp_path / "good.png")
+    simulate_read_only(shelf)
+    result = run(*locked, good)
+    assert result.exit_code == 1 and len(network_runs) == 1
+    lines = errors(result)
+    assert len(lines) == 2 and all("cannot write there" in line and "Read-only" in line for line in lines)
+    assert (tmp_path / "good_x2.png").exists()
+    assert result.stdout.splitlines()[-1].startswith("1 done, 0 skipped, 2 failed in ")
+
+
+def test_output_under_a_file_fails_before_any_work(run, tmp_path, network_runs):
+    blocker = tmp_path / "blocker.png"
     blocker.write_text("a regular file where a folder should be")
     source = picture(tmp_path / "a.png")
     single = run(source, "-o", blocker / "out.png")
-    assert single.exit_code == 1 and "cannot create its folder" in errors(single)[0]
+    assert single.exit_code == 1
+    assert f"out.png: cannot write there ({blocker} is not a directory)" in errors(single)[0]
     several = run(source, picture(tmp_path / "b.png"), "-o", blocker / "dir")
-    assert several.exit_code == 1 and "cannot create the output folder" in errors(several)[0]
-    assert blocker.read_text().startswith("a regular file")
+    assert several.exit_code == 1
+    assert f"cannot be the output folder ({blocker} is not a directory)" in errors(several)[0]
+    assert blocker.read_text().startswith("a regular file") and network_runs == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_output_in_proc_fails_before_any_work(run, tmp_path, network_runs):
+    result = run(picture(tmp_path / "a.png"), "-o", "/proc/mma-out.png")
+    assert result.exit_code == 1 and "/proc/mma-out.png: cannot write there" in errors(result)[0]
+    assert network_runs == []
+
+
+def test_no_output_folder_is_left_when_every_input_fails(run, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    (tmp_path / "worse.png").write_bytes(b"")
+    result = run(bad, tmp_path / "worse.png", "-o", tmp_path / "out" / "deeper")
+    assert result.exit_code == 1 and len(errors(result)) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_skip_existing_resumes_a_batch(run, tmp_path, network_runs):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        picture(folder / name)
+    out = tmp_path / "out"
+    assert run(folder / "a.png", "-o", out / "a_x2.png").exit_code == 0
+    finished = (out / "a_x2.png").read_bytes()
+    network_runs.clear()
+    plain = run(folder, "-o", out)  # without the flag an existing output is an error
+    assert plain.exit_code == 1 and "exists (use --force to replace it, or --skip-existing" in errors(plain)[0]
+    (out / "b_x2.png").unlink()
+    (out / "c_x2.png").unlink()
+    network_runs.clear()
+    resumed = run(folder, "-o", out, "--skip-existing")
+    assert resumed.exit_code == 0 and resumed.stderr == "" and len(network_runs) == 2
+    assert (out / "a_x2.png").read_bytes() == finished
+    assert "a.png -> " in resumed.stdout and "(exists, skipped)" in resumed.stdout
+    assert re.fullmatch(r"2 done, 1 skipped, 0 failed in \d+\.\d s", resumed.stdout.splitlines()[-1])
+    again = run(folder, "-o", out, "--skip-existing", "-q")
+    assert again.exit_code == 0 and again.stdout == "" and again.stderr == ""
+
+
+def test_force_and_skip_existing_exclude_each_other(run, tmp_path):
+    result = run(picture(tmp_path / "a.png"), "--force", "--skip-existing")
+    assert result.exit_code == 1 and "choose one" in errors(result)[0]
+
+
+def test_earlier_outputs_are_not_inputs_by_their_metadata_not_their_name(run, tmp_path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    picture(folder / "good.png")
+    picture(folder / "holiday_x2.png")  # a user's own file that only looks like an output
+    assert run(folder).exit_code == 0
+    first = {"good.png", "holiday_x2.png", "good_x2.png", "holiday_x2_x2.png"}
+    assert {p.name for p in folder.iterdir()} == first
+    second = run(folder, "--suffix", "_again")  # names no longer match the earlier outputs' suffix
+    assert second.exit_code == 0, second.stderr
+    assert {p.name for p in folder.iterdir()} == first | {"good_again.png", "holiday_x2_again.png"}
+    globbed = run(str(folder / "*_x2*.png"), "--suffix", "_glob")
+    assert {p.name for p in folder.iterdir()} - first - {"good_again.png", "holiday_x2_again.png"} == \
+        {"holiday_x2_glob.png"}
+    assert globbed.exit_code == 0
+    with Image.open(folder / "good_x2.png") as out:  # the mark: program, version, model file name, scale
+        assert out.getexif()[0x0131] == f"mma-sr {mma.__version__} (tiny_x2.safetensors x2)"
+
+
+def test_a_folder_of_earlier_outputs_only_says_so(run, tmp_path):
+    source = picture(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert run(source, "-o", out / "a_big.png").exit_code == 0
+    result = run(out)
+    assert result.exit_code == 1
+    assert "no images in this folder (only 1 written by mma upscale, which are not taken as inputs)" in \
+        errors(result)[0]
+    assert run(out / "a_big.png", "-o", tmp_path / "again.png").exit_code == 0  # named explicitly: taken
+
+
+def test_flags_take_no_value_and_help_shows_them_as_flags(run, tmp_path):
+    help_text = CliRunner().invoke(app, ["upscale", "--help"]).stdout
+    for flag in ("--force", "--skip-existing", "--quiet"):
+        line = next(line for line in help_text.splitlines() if flag + " " in line)
+        assert "<bool>" not in line and "bool" not in line.split(flag)[1].split()[0]
+    source = picture(tmp_path / "a.png")
+    result = run(source, "--force", "true")
+    assert result.exit_code == 1
+    assert "true: no such file or folder (flags such as --force take no value)" in errors(result)[0]
+    assert (tmp_path / "a_x2.png").exists()
+
+
+@pytest.mark.parametrize("scale", ["0", "1", "-2"])
+def test_scale_below_two_is_explained(run, tmp_path, scale):
+    result = run(picture(tmp_path / "a.png"), "--scale", scale)
+    assert result.exit_code == 1 and f"--scale {scale}: the factor to enlarge by; use 2, 3 or 4" in errors(result)[0]
+
+
+def test_version():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"mma-sr {mma.__version__}\n"
 
 
 @pytest.mark.parametrize("args,needle", [(["--tile", "big"], "--tile big"),

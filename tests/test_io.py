@@ -14,16 +14,20 @@ import torch
 from PIL import Image, ImageCms, ImageOps
 
 from mma.errors import ImageReadError, OutputError
+from mma.fileio import atomic_write, check_writable, unwritable_reason
 from mma.imaging.io import (
     ORIENTATION_TAG,
+    SOFTWARE_TAG,
     ImageMeta,
     array_to_float,
     array_to_pil,
     format_for,
+    made_by_mma,
     orient,
     pil_to_float,
     read_image,
     read_pixels,
+    software_tag,
     write_image,
     write_pixels,
 )
@@ -201,7 +205,7 @@ def test_existing_output_and_bad_folders(tmp_path):
     assert Image.open(target).size == (5, 5)
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file, not a folder")
-    with pytest.raises(OutputError, match="cannot create its folder"):
+    with pytest.raises(OutputError, match=r"cannot create its folder \(.*file.txt is not a directory\)"):
         write_image(image, blocker / "out.png")
     with pytest.raises(OutputError, match="unknown output format"):
         write_image(image, tmp_path / "out.xyz")
@@ -221,6 +225,69 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkey
         write_image(Image.new("RGB", (3, 3), "blue"), target, overwrite=True)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+
+
+def test_writes_into_a_read_only_folder_fail_in_one_line(read_only_folder):
+    """The cleanup's unlink fails too on a read-only file system (EROFS): it must not hide the reason."""
+    with pytest.raises(OutputError, match="cannot write .*Read-only file system"):
+        atomic_write(read_only_folder / "out.txt", lambda tmp: tmp.write_text("x"))
+    with pytest.raises(OutputError, match="cannot write"):
+        write_image(Image.new("RGB", (3, 3)), read_only_folder / "out.png")
+    assert sorted(p.name for p in read_only_folder.iterdir()) == ["inside.txt"]
+
+
+def test_writability_probe_asks_the_file_system(tmp_path, read_only_folder):
+    assert unwritable_reason(tmp_path) is None
+    assert unwritable_reason(tmp_path / "not" / "yet" / "made") is None  # creatable: its ancestor is writable
+    assert not (tmp_path / "not").exists()  # the probe creates no folder
+    assert "Read-only file system" in unwritable_reason(read_only_folder)
+    assert "Read-only file system" in unwritable_reason(read_only_folder / "sub")
+    blocker = tmp_path / "file.png"
+    blocker.write_text("a file")
+    assert unwritable_reason(blocker / "deeper") == f"{blocker} is not a directory"
+    with pytest.raises(OutputError, match=r"x.png: cannot write there \(.*file.png is not a directory\)"):
+        check_writable(blocker / "x.png")
+    check_writable(tmp_path / "fine.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.png", "read-only"]  # no probe left behind
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_writability_probe_refuses_proc():
+    assert unwritable_reason("/proc") is not None
+    with pytest.raises(OutputError, match="/proc/x.png: cannot write there"):
+        check_writable("/proc/x.png")
+
+
+@pytest.mark.parametrize("name,channels,dtype", [("a.png", 3, np.uint8), ("b.jpg", 3, np.uint8),
+                                                 ("c.webp", 4, np.uint8), ("d.tiff", 3, np.uint8),
+                                                 ("e.tif", 1, np.uint16), ("f.png", 3, np.uint16),
+                                                 ("g.png", 1, np.uint16)])
+def test_software_tag_marks_what_mma_wrote(tmp_path, name, channels, dtype):
+    exif = Image.Exif()
+    exif[0x010F] = "TestMaker"
+    exif[SOFTWARE_TAG] = "SomeEditor 1.0"
+    top = 65535 if dtype == np.uint16 else 255
+    array = RNG.integers(0, top + 1, (5, 6, channels)).astype(dtype)
+    meta = ImageMeta(3 if channels >= 3 else 1, channels in (2, 4), 16 if dtype == np.uint16 else 8,
+                     exif=exif.tobytes())
+    tag = software_tag("mma-t", 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # formats that store fewer bits say so
+        ours = write_pixels(array, meta, tmp_path / name, software=tag)
+        theirs = write_pixels(array, meta, tmp_path / f"plain_{name}")
+        bare = write_pixels(array, ImageMeta(meta.channels, meta.alpha, meta.bit_depth), tmp_path / f"bare_{name}")
+    assert made_by_mma(ours) and not made_by_mma(theirs) and not made_by_mma(bare)
+    with Image.open(ours) as image:
+        written = image.getexif()
+        assert written[SOFTWARE_TAG] == tag and tag.startswith("mma-sr ") and tag.endswith("(mma-t x3)")
+        assert written[0x010F] == "TestMaker"  # the rest of the source's EXIF is kept
+
+
+def test_made_by_mma_is_false_for_anything_else(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    assert not made_by_mma(text) and not made_by_mma(tmp_path / "missing.png")
+    assert not made_by_mma(png_header_only(tmp_path / "bomb.png", 40000, 40000))
 
 
 # --- 16-bit colour PNG (mma.imaging.png16): Pillow reads these at 8 bits and cannot write them ---

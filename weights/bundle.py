@@ -3,8 +3,9 @@
     python weights/bundle.py weights/training/mma-t-x2 --hardware "2-vCPU AMD EPYC VM, CPU only"
     python weights/bundle.py weights/training/mma-t-x2 --card-only     # rewrite the card alone
 
-Writes mma/weights/bundled/<variant>-x<scale>/{model.safetensors, config.json, README.md}: the weights with
-their training provenance, the network's config, and a model card whose quality table is measured here with
+Writes mma/weights/bundled/<variant>-x<scale>/{model.safetensors, config.json, README.md, scores.json}: the
+weights with their training provenance, the network's config, the measured scores for `mma models`, and a
+model card whose quality table is measured here with
 the paper's protocol (`mma.evaluate`: whole images, Y channel, border of `scale` pixels shaved) on Set5 and
 Set14 from ../shared/data. Nothing is selected on those sets: the run's final EMA weights are what ships.
 
@@ -33,7 +34,7 @@ from mma.model import MMAConfig
 from mma.train.loop import EMA_FILE
 from mma.weights import load_checkpoint, model_from_file
 from mma.weights.hub import save_pretrained
-from mma.weights.registry import BUNDLED_DIR
+from mma.weights.registry import BUNDLED_DIR, SCORES_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -88,6 +89,18 @@ def measure(model: torch.nn.Module | None, scale: int) -> list[DatasetResult]:
         upscaler = paper_engine(model, scale=scale, device="cpu").upscale_array
 
     return [evaluate_dataset(DATA / name, scale, upscaler) for name in SETS]
+
+
+def scores(ours: list[DatasetResult], bicubic: list[DatasetResult], scale: int, iterations: int) -> dict:
+    """The measured quality in the form `mma models` reads (mma.weights.registry.SCORES_NAME)."""
+    return {
+        "scale": scale,
+        "iterations": iterations,
+        "protocol": "mma eval: whole images, Y channel, border of `scale` pixels shaved, LR = MATLAB bicubic of "
+                    "the modcropped HR",
+        "datasets": {r.name: {"psnr": r.psnr, "ssim": r.ssim, "bicubic_psnr": b.psnr, "bicubic_ssim": b.ssim}
+                     for r, b in zip(ours, bicubic)},
+    }
 
 
 def cell(result: DatasetResult) -> str:
@@ -248,9 +261,9 @@ def main() -> None:
     ours, bicubic = measure(model, scale), measure(None, scale)
     text = card(meta, scale, ours, bicubic, read_log(args.run), args.hardware)
     atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    scores = {r.name: {"psnr": r.psnr, "ssim": r.ssim, "bicubic_psnr": b.psnr, "bicubic_ssim": b.ssim}
-              for r, b in zip(ours, bicubic)}
-    print(json.dumps({"model": str(target), "scale": scale, "iterations": meta["iterations"], **scores}, indent=2))
+    measured = json.dumps(scores(ours, bicubic, scale, meta["iterations"]), indent=2) + "\n"
+    atomic_write(target / SCORES_NAME, lambda tmp: tmp.write_text(measured, encoding="utf-8"))
+    print(f"{target}:\n{measured}", end="")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: typer's rich panels print flags as `--force <bool>`, which reads as if they took a value.
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mma import __version__
+
+        typer.echo(f"mma-sr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """MMA super-resolution: upscale, evaluate and train the Vision-Mamba + channel-attention network."""
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

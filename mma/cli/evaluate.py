@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mma.evaluate import Upscaler
 
 BICUBIC = "bicubic"
+DATA_HINT = "mma-sr ships no benchmark images: docs/evaluation.md says where Set5 and Set14 come from"
 
 
 def _model_upscaler(model: str, scale: int, tile: int, device: str, threads: str | None) -> Upscaler:
@@ -43,7 +44,7 @@ def eval_command(
         list[Path], typer.Argument(help="Dataset folders of HR images (an HR subfolder is used if present).")
     ],
     scale: Annotated[
-        int, typer.Option("--scale", "-s", min=1, help="Upscaling factor (LR = MATLAB bicubic of HR).")
+        int, typer.Option("--scale", "-s", help="Upscaling factor (LR = MATLAB bicubic of HR).")
     ],
     model: Annotated[
         str, typer.Option("--model", "-m", help="Registry name, weights file, or 'bicubic'.")
@@ -66,6 +67,8 @@ def eval_command(
 
     from mma.evaluate import dataset_name, evaluate_dataset, find_images
 
+    if scale < 1:
+        raise ConfigError(f"--scale {scale}: the factor the HR images are reduced and enlarged by; use 2, 3 or 4")
     names = [dataset_name(path) for path in datasets]
     if len(set(names)) != len(names):
         raise ConfigError(
@@ -89,7 +92,8 @@ def eval_command(
                     )
                 )
         except MMAError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            hint = "" if path.exists() else f" ({DATA_HINT})"
+            typer.echo(f"error: {exc}{hint}", err=True)
             failed = True
     if results:
         width = max(len("dataset"), *(len(result.name) for result in results))

@@ -9,20 +9,29 @@ import typer
 
 from mma.cli.app import command
 
+BENCHMARKS = ("Set5", "Set14")  # the columns of `mma models`, as the bundled scores name them
 
-@command("models", help="List the models: scales, parameter counts, where the weights come from, whether offline.")
+
+@command("models", help="List the models: scales, parameter counts, measured quality (PSNR), where the "
+                         "weights come from, whether offline.")
 def models() -> None:
     import torch
 
     from mma.model import MMA, MMAConfig
     from mma.weights.registry import REGISTRY, is_available_offline, source_of
 
-    typer.echo(f"{'model':8s} {'scale':>5s} {'parameters':>12s}  {'offline':7s}  weights")
+    typer.echo(f"{'model':8s} {'scale':>5s} {'parameters':>12s}  {'offline':7s}  {'Set5':>5s}  {'Set14':>5s}  "
+               "weights")
     for (variant, scale), entry in sorted(REGISTRY.items()):
         with torch.device("meta"):  # counting needs shapes only
             count = sum(p.numel() for p in MMA(MMAConfig.named(variant, scale)).parameters())
         offline = "yes" if is_available_offline(entry) else "no"
-        typer.echo(f"{variant:8s} {'x' + str(scale):>5s} {count:>12,}  {offline:7s}  {source_of(entry)}")
+        scores = entry.bundled_scores()
+        psnr = [f"{scores[name]['psnr']:.2f}" if name in scores else "-" for name in BENCHMARKS]
+        typer.echo(f"{variant:8s} {'x' + str(scale):>5s} {count:>12,}  {offline:7s}  {psnr[0]:>5s}  {psnr[1]:>5s}  "
+                   f"{source_of(entry)}")
+    typer.echo("Set5, Set14: PSNR (dB, Y channel) of the bundled weights, measured when they were bundled with the "
+               "`mma eval` protocol (docs/evaluation.md).")
 
 
 @command("download", help="Fetch a model's weights into the local cache now, so later runs work offline.")
@@ -36,8 +45,8 @@ def download(
     typer.echo(str(resolve_weights(name, scale, force=force)))
 
 
-@command("convert", help="Convert a checkpoint (e.g. the authors' BasicSR .pth) to safetensors with metadata; "
-                         "variant and scale are read from the tensor shapes.")
+@command("convert", help="Convert a checkpoint (the authors' BasicSR .pth, for one) to safetensors with "
+                         "metadata; variant and scale are read from the tensor shapes.")
 def convert(
     source: Annotated[Path, typer.Argument(help="The checkpoint to read (.pth or .safetensors).")],
     output: Annotated[Path, typer.Argument(help="The .safetensors file to write.")],

@@ -1,8 +1,8 @@
 """`mma upscale`: files, folders and globs in, upscaled images out, and never a lost file.
 
-Every output is checked before any work starts (exists without --force, same as an input), written
-atomically, and a bad file in a batch is reported on one line while the rest go on; the exit status is
-non-zero at the end when anything failed.
+Every output is checked before any work starts (exists without --force, same as an input, a folder where
+no file can be created), written atomically, and a bad file in a batch is reported on one line while the
+rest go on; the batch ends with a summary, and the exit status is non-zero when anything failed.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from mma.cli.app import command
 from mma.errors import ConfigError, ImageReadError, MMAError, OutputError
 
 GLOB_CHARACTERS = frozenset("*?[")
+# Words a user may type after a flag (`--force true`) that then arrive as input names.
+BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,19 @@ class Job:
     target: Path
 
 
+@dataclass
+class Tally:
+    """What became of each input, for the summary line at the end of a batch."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
 @command("upscale", help="Upscale images (files, folders or globs) with an MMA model.")
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders of images, or glob patterns.",
-                                                show_default=False)],
+                                                show_default=False, metavar="INPUT")],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Output file (one input) or folder (several; created if needed). "
                                "Default: beside each input.")] = None,
@@ -52,6 +64,8 @@ def upscale(
         "--format", help="png, jpg, webp or tiff. Default: the input's format when writable, else png."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs that already exist.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave outputs that already exist and go on (resumes a batch).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     alpha: Annotated[str, typer.Option(help="Transparency: 'resize' (bicubic) or 'model'.")] = "resize",
     batch: Annotated[str, typer.Option(help="Tiles per forward: 'auto' (as many as fit on a GPU, 1 on a "
@@ -61,33 +75,49 @@ def upscale(
     from mma.api import load_model
     from mma.engine import Engine
 
+    started = time.perf_counter()
     tile_size = _parse_tile(tile)
+    if scale is not None and scale < 2:
+        raise ConfigError(f"--scale {scale}: the factor to enlarge by; use 2, 3 or 4")
     if format is not None and not _writable(format):
         raise ConfigError(f"--format {format}: use png, jpg, webp or tiff")
     if alpha not in ("resize", "model"):
         raise ConfigError(f"--alpha {alpha}: use resize or model")
+    if force and skip_existing:
+        raise ConfigError("--force and --skip-existing: choose one (replace existing outputs, or keep them)")
     engine = Engine(load_model(model, scale, device=device, dtype=dtype), device=device, dtype=dtype,
                     threads=threads, tile=tile_size, overlap=overlap, batch=_parse_batch(batch), alpha=alpha)
     label = suffix if suffix is not None else f"_x{engine.scale}"
-    sources, failed = _expand(inputs, label)
-    if not sources:
-        raise typer.Exit(1)
-    jobs, planning_failed = _plan(sources, output, label, format, force, single=len(inputs) == 1)
-    failed = failed or planning_failed
+    tally = Tally()
+    sources = _expand(inputs, tally)
+    jobs = _plan(sources, output, label, format, force, skip_existing, quiet, tally,
+                 single=len(inputs) == 1) if sources else []
+    software = _software_tag(model, engine.scale)
     show_bars = not quiet and sys.stderr.isatty()
     from tqdm.auto import tqdm
 
     for job in tqdm(jobs, desc="images", unit="image", disable=not show_bars or len(jobs) < 2, leave=False):
         try:
-            _run(job, engine, force, quiet, show_bars)
+            _run(job, engine, force, quiet, show_bars, software)
         except MMAError as exc:
-            failed = True
+            tally.failed += 1
             _error(job.source, exc)
         else:
+            tally.done += 1
             if not quiet:
                 tqdm.write(f"{job.source} -> {job.target}")
-    if failed:
+    if not quiet:
+        typer.echo(f"{tally.done} done, {tally.skipped} skipped, {tally.failed} failed "
+                   f"in {time.perf_counter() - started:.1f} s")
+    if tally.failed:
         raise typer.Exit(1)
+
+
+def _software_tag(model: str, scale: int) -> str:
+    """The Software tag of every output: the model by name, never a local path (it would leak folders)."""
+    from mma.imaging.io import software_tag
+
+    return software_tag(Path(model).name if Path(model).expanduser().exists() else model, scale)
 
 
 def _parse_tile(text: str) -> int | str:
@@ -113,53 +143,65 @@ def _error(source: Path, exc: Exception) -> None:
     typer.echo(f"error: {prefix}{message}", err=True)
 
 
-def _expand(inputs: list[str], suffix: str) -> tuple[list[Path], bool]:
-    """Files as given, folders as their images (skipping earlier results), globs as their matches."""
+def _expand(inputs: list[str], tally: Tally) -> list[Path]:
+    """Files as given; folders as their images and globs as their matches, leaving out images that
+    `mma upscale` wrote itself (by their Software tag), so a second run does not upscale the first's results."""
     from PIL import Image
+
+    from mma.imaging.io import made_by_mma
 
     extensions = set(Image.registered_extensions())
     sources: list[Path] = []
-    failed = False
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                           and p.suffix.lower() in extensions
-                           and not (suffix and p.stem.endswith(suffix)))
+            images = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                            and p.suffix.lower() in extensions)
+            found = [p for p in images if not made_by_mma(p)]
             if not found:
-                failed = True
-                _error(path, ImageReadError("no images in this folder"))
+                tally.failed += 1
+                typer.echo(f"error: {path}: no images in this folder{_ours(images)}", err=True)
             sources += found
         elif not path.exists() and GLOB_CHARACTERS & set(item):
             matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(item), recursive=True))
-            if not matches:
-                failed = True
-                typer.echo(f"error: {item}: no files match", err=True)
-            sources += [m for m in matches if m.is_file()]
+            files = [m for m in matches if m.is_file()]
+            found = [m for m in files if not made_by_mma(m)]
+            if not found:
+                tally.failed += 1
+                typer.echo(f"error: {item}: no files match{_ours(files)}", err=True)
+            sources += found
         elif not path.exists():
-            failed = True
-            _error(path, ImageReadError("no such file or folder"))
+            tally.failed += 1
+            hint = " (flags such as --force take no value)" if item.lower() in BOOLEAN_WORDS else ""
+            _error(path, ImageReadError(f"no such file or folder{hint}"))
         else:
             sources.append(path)
-    return list(dict.fromkeys(sources)), failed
+    return list(dict.fromkeys(sources))
+
+
+def _ours(files: list[Path]) -> str:
+    """Why a folder or glob that has files yields no inputs: they are all earlier results."""
+    return f" (only {len(files)} written by mma upscale, which are not taken as inputs)" if files else ""
 
 
 def _plan(sources: list[Path], output: Path | None, suffix: str, format: str | None, force: bool,
-          single: bool) -> tuple[list[Job], bool]:
-    """Where each result goes; refuses up front what would overwrite a file that must be kept."""
+          skip_existing: bool, quiet: bool, tally: Tally, single: bool) -> list[Job]:
+    """Where each result goes; refuses up front what would overwrite a file that must be kept or could not
+    be written, so no image is upscaled only to fail at the end. Creates no folder (writing does)."""
+    from mma.fileio import unwritable_reason
+
     to_file = (output is not None and single and len(sources) == 1 and not output.is_dir()
                and output.suffix != "")
     if output is not None and not to_file:
         if _writable(output.suffix) and not output.is_dir():
             raise OutputError(f"{output}: names one file but there are {len(sources)} inputs; give a folder")
-        try:
-            output.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{output}: cannot create the output folder ({exc.strerror or exc})") from None
+        reason = unwritable_reason(output)
+        if reason is not None:
+            raise OutputError(f"{output}: cannot be the output folder ({reason})")
     inputs = {_identity(s) for s in sources}
     jobs: list[Job] = []
     claimed: dict[tuple[int, int] | str, Path] = {}
-    failed = False
+    unwritable: dict[Path, str | None] = {}  # each folder is probed once, however many outputs go there
     for source in sources:
         target = output if to_file and output is not None else _target(source, output, suffix, format)
         problem = None
@@ -169,15 +211,25 @@ def _plan(sources: list[Path], output: Path | None, suffix: str, format: str | N
             problem = f"{target}: output is one of the inputs; choose another --output or --suffix"
         elif _identity(target) in claimed:
             problem = f"{target}: also the output of {claimed[_identity(target)]}"
+        elif target.exists() and skip_existing:
+            tally.skipped += 1
+            if not quiet:
+                typer.echo(f"{source} -> {target} (exists, skipped)")
+            continue
         elif target.exists() and not force:
-            problem = f"{target}: exists (use --force to replace it)"
+            problem = f"{target}: exists (use --force to replace it, or --skip-existing to keep it)"
+        else:
+            if target.parent not in unwritable:
+                unwritable[target.parent] = unwritable_reason(target.parent)
+            if unwritable[target.parent] is not None:
+                problem = f"{target}: cannot write there ({unwritable[target.parent]})"
         if problem is not None:
-            failed = True
+            tally.failed += 1
             _error(source, OutputError(problem))
             continue
         claimed[_identity(target)] = source
         jobs.append(Job(source, target))
-    return jobs, failed
+    return jobs
 
 
 def _target(source: Path, folder: Path | None, suffix: str, format: str | None) -> Path:
@@ -203,14 +255,14 @@ def _identity(path: Path) -> tuple[int, int] | str:
         return str(path.resolve())
 
 
-def _run(job: Job, engine: object, force: bool, quiet: bool, show_bars: bool) -> None:
+def _run(job: Job, engine: object, force: bool, quiet: bool, show_bars: bool, software: str) -> None:
     """Upscale one file into its target, reporting library warnings on stderr unless --quiet."""
     from mma.api import TileProgressBar, upscale_file
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with TileProgressBar(desc=job.source.name, position=1, disable=not show_bars) as report:
-            upscale_file(engine, job.source, job.target, overwrite=force, progress=report)
+            upscale_file(engine, job.source, job.target, overwrite=force, progress=report, software=software)
     if not quiet:
         for warning in caught:
             if issubclass(warning.category, (UserWarning, RuntimeWarning)):

@@ -8,6 +8,7 @@ temporary file in the destination folder and renamed, so an interrupted run neve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from mma.fileio import atomic_write
 from mma.imaging.png16 import encode_png16, is_deep_colour_png, read_png16
 
 ORIENTATION_TAG = 0x0112
+SOFTWARE_TAG = 0x0131  # EXIF and TIFF "Software": which program made the file
+MADE_BY = "mma-sr"
 
 # Pillow format name for each output suffix this project writes.
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tif": "TIFF", "tiff": "TIFF"}
@@ -239,10 +242,12 @@ def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str
 
 
 def write_pixels(array: np.ndarray, meta: ImageMeta, path: str | os.PathLike[str], *,
-                 format: str | None = None, overwrite: bool = False) -> Path:
+                 format: str | None = None, overwrite: bool = False, software: str | None = None) -> Path:
     """Write an (H, W, C) uint8/uint16 result with the source's metadata; 16-bit colour stays 16-bit
-    in PNG."""
+    in PNG. `software` (see `software_tag`) goes into the EXIF Software tag, so the file says what made it."""
     fmt = format_for(path, format)
+    if software is not None:
+        meta = with_software(meta, software)
     if array.dtype == np.uint16 and array.shape[2] > 1:
         if fmt == "PNG":
             encoded = encode_png16(array, meta.icc_profile, meta.exif)
@@ -275,3 +280,35 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     warnings.warn("16-bit image stored at 8 bits: the output format has no 16-bit mode", stacklevel=4)
     array = np.asarray(image).astype(np.float32) / 257.0
     return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+
+
+def software_tag(model: str, scale: int) -> str:
+    """What `mma upscale` writes into an output's Software tag: program, version, model and scale."""
+    from mma import __version__
+
+    return f"{MADE_BY} {__version__} ({model} x{scale})"
+
+
+def with_software(meta: ImageMeta, software: str) -> ImageMeta:
+    """`meta` whose EXIF (the source's, or a new one) names `software` as the program that made the file."""
+    exif = Image.Exif()
+    if meta.exif:
+        exif.load(meta.exif)
+    exif[SOFTWARE_TAG] = software
+    return dataclasses.replace(meta, exif=exif.tobytes())
+
+
+def made_by_mma(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is an image that this package wrote, by its Software tag (not its name).
+
+    Reads the header only: a folder of large photos is sorted without decoding them. Files we write carry
+    the tag before the pixels (PNG's eXIf precedes IDAT), so a PNG without EXIF in its header is not ours.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG" and "exif" not in image.info:
+                return False
+            software = image.getexif().get(SOFTWARE_TAG)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return False
+    return isinstance(software, str) and software.startswith(f"{MADE_BY} ")

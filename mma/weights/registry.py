@@ -9,6 +9,7 @@ published: no URL or checksum is ever guessed here.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from mma.weights import hub
 # Weights shipped inside the wheel: one Hub-style folder per model, `<variant>-x<scale>/` holding
 # model.safetensors, config.json and the model card README.md (so a folder can be pushed to the Hub as it is).
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+# Beside them, the quality measured when they were bundled (weights/bundle.py writes it, `mma models` shows it):
+# {"scale": S, "protocol": "...", "datasets": {"Set5": {"psnr": .., "ssim": .., "bicubic_psnr": .., ...}}}.
+SCORES_NAME = "scores.json"
 
 # Suffixes that mark a name as a file path even when it also looks like `owner/name`.
 FILE_SUFFIXES = frozenset({".safetensors", ".pth", ".pt", ".bin", ".ckpt"})
@@ -64,6 +68,16 @@ class WeightsEntry:
         """The file shipped in the package, when this build carries one."""
         path = BUNDLED_DIR / self.name / hub.WEIGHTS_NAME
         return path if path.is_file() else None
+
+    def bundled_scores(self) -> dict[str, dict[str, float]]:
+        """Measured quality of the bundled weights per data set ({} when none ship or none were measured)."""
+        path = BUNDLED_DIR / self.name / SCORES_NAME
+        if self.bundled_file() is None or not path.is_file():
+            return {}
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8"))["datasets"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: unreadable scores file ({exc})") from None
 
 
 # No MMA weights are published on the Hub yet, and the authors' own release is not on the Hub: entries gain a
