@@ -14,7 +14,7 @@ from mma.errors import ConfigError, MMAError
 from mma.fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mma.evaluate import Upscaler
+    from mma.evaluate import DatasetResult, ImageScore, Upscaler
 
 BICUBIC = "bicubic"
 DATA_HINT = "mma-sr ships no benchmark images: docs/evaluation.md says where Set5 and Set14 come from"
@@ -65,7 +65,7 @@ def eval_command(
 ) -> None:
     from tqdm import tqdm
 
-    from mma.evaluate import dataset_name, evaluate_dataset, find_images
+    from mma.evaluate import dataset_name, evaluate_images
 
     if scale < 1:
         raise ConfigError(f"--scale {scale}: the factor the HR images are reduced and enlarged by; use 2, 3 or 4")
@@ -74,27 +74,31 @@ def eval_command(
         raise ConfigError(
             f"two dataset folders have the same name ({', '.join(names)}); results would collide"
         )
-    upscaler = None if model == BICUBIC else _model_upscaler(model, scale, tile, device, threads)
-    results, failed = [], False
-    for path in datasets:
-        try:
-            with tqdm(
-                total=len(find_images(path)),
-                desc=dataset_name(path),
-                unit="img",
-                file=sys.stderr,
-                disable=not sys.stderr.isatty(),
-                leave=False,
-            ) as bar:
-                results.append(
-                    evaluate_dataset(
-                        path, scale, upscaler, save_dir=save_images, progress=lambda _: bar.update()
-                    )
-                )
-        except MMAError as exc:
-            hint = "" if path.exists() else f" ({DATA_HINT})"
-            typer.echo(f"error: {exc}{hint}", err=True)
-            failed = True
+    from mma.cli.shards import gather, on_main, processes, share, threads_for, together
+
+    with processes(device) as placement:  # alone, or one of the processes torchrun started
+        upscaler = None if model == BICUBIC else together(lambda: _model_upscaler(
+            model, scale, tile, placement.device, threads_for(threads, placement)), placement)
+        listed = on_main(lambda: _listed(datasets), placement)
+        scored = []
+        for path, images in listed:
+            mine = share(images, placement)
+            try:
+                with tqdm(total=len(mine), desc=dataset_name(path), unit="img", file=sys.stderr,
+                          disable=not (placement.main and sys.stderr.isatty()), leave=False) as bar:
+                    part = evaluate_images(dataset_name(path), mine, scale, upscaler, save_dir=save_images,
+                                           progress=lambda _: bar.update())
+                scored.append(part.images)
+            except MMAError as exc:  # printed here: this process is the only one that read the file
+                typer.echo(f"error: {exc}", err=True)
+                scored.append(None)
+        parts = gather(scored, placement)
+    results = _merged(listed, parts, scale)
+    failed = len(results) < len(datasets)
+    if not placement.main:
+        if failed:
+            raise typer.Exit(1)
+        return
     if results:
         width = max(len("dataset"), *(len(result.name) for result in results))
         typer.echo(f"{'dataset':<{width}}  images     PSNR    SSIM  seconds")
@@ -108,3 +112,32 @@ def eval_command(
         _write_json(json_path, {"scale": scale, "model": model, "datasets": scores})
     if failed:
         raise typer.Exit(1)
+
+
+def _merged(listed: list[tuple[Path, list[Path]]], parts: list[list[tuple[ImageScore, ...] | None]],
+            scale: int) -> list[DatasetResult]:
+    """Each dataset's scores from every process's share, in the folder's order, so the means are exactly
+    those of one process; a dataset that failed in any process is left out (its error is printed already)."""
+    from mma.evaluate import DatasetResult, dataset_name
+
+    results = []
+    for index, (path, images) in enumerate(listed):
+        shares = [scores[index] for scores in parts]
+        if all(part is not None for part in shares):
+            ordered = [shares[i % len(shares)][i // len(shares)] for i in range(len(images))]  # type: ignore[index]
+            results.append(DatasetResult(dataset_name(path), scale, tuple(ordered)))
+    return results
+
+
+def _listed(datasets: list[Path]) -> list[tuple[Path, list[Path]]]:
+    """Each dataset folder with its HR images; one that cannot be read is reported (once) and left out."""
+    from mma.evaluate import find_images
+
+    listed = []
+    for path in datasets:
+        try:
+            listed.append((path, find_images(path)))
+        except MMAError as exc:
+            hint = "" if path.exists() else f" ({DATA_HINT})"
+            typer.echo(f"error: {exc}{hint}", err=True)
+    return listed

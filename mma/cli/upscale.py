@@ -2,7 +2,9 @@
 
 Every output is checked before any work starts (exists without --force, same as an input, a folder where
 no file can be created), written atomically, and a bad file in a batch is reported on one line while the
-rest go on; the batch ends with a summary, and the exit status is non-zero when anything failed.
+rest go on; the batch ends with a summary, and the exit status is non-zero when anything failed. Under
+torchrun the processes share the batch that rank 0 planned, and the summary is theirs together
+(`mma.cli.shards`).
 """
 
 from __future__ import annotations
@@ -85,32 +87,54 @@ def upscale(
         raise ConfigError(f"--alpha {alpha}: use resize or model")
     if force and skip_existing:
         raise ConfigError("--force and --skip-existing: choose one (replace existing outputs, or keep them)")
-    engine = Engine(load_model(model, scale, device=device, dtype=dtype), device=device, dtype=dtype,
-                    threads=threads, tile=tile_size, overlap=overlap, batch=_parse_batch(batch), alpha=alpha)
-    label = suffix if suffix is not None else f"_x{engine.scale}"
+    batch_size = _parse_batch(batch)
+    from tqdm.auto import tqdm
+
+    from mma.cli.shards import gather, on_main, processes, share, threads_for, together
+
+    with processes(device) as placement:  # alone, or one of the processes torchrun started
+        engine = together(lambda: Engine(
+            load_model(model, scale, device=placement.device, dtype=dtype), device=placement.device, dtype=dtype,
+            threads=threads_for(threads, placement), tile=tile_size, overlap=overlap, batch=batch_size,
+            alpha=alpha), placement)
+        label = suffix if suffix is not None else f"_x{engine.scale}"
+        jobs, planned = on_main(lambda: _planned(inputs, output, label, format, force, skip_existing, quiet),
+                                placement)
+        software = _software_tag(model, engine.scale)
+        show_bars = placement.main and not quiet and sys.stderr.isatty()
+        tally = Tally()
+        mine = share(jobs, placement)
+        for job in tqdm(mine, desc="images", unit="image", disable=not show_bars or len(mine) < 2, leave=False):
+            try:
+                _run(job, engine, force, quiet, show_bars, software)
+            except MMAError as exc:
+                tally.failed += 1
+                _error(job.source, exc)
+            else:
+                tally.done += 1
+                if not quiet:
+                    tqdm.write(f"{job.source} -> {job.target}")
+        total = _total([planned, *gather(tally, placement)])
+        if placement.main and not quiet:
+            typer.echo(f"{total.done} done, {total.skipped} skipped, {total.failed} failed "
+                       f"in {time.perf_counter() - started:.1f} s")
+        if total.failed:
+            raise typer.Exit(1)
+
+
+def _planned(inputs: list[str], output: Path | None, label: str, format: str | None, force: bool,
+             skip_existing: bool, quiet: bool) -> tuple[list[Job], Tally]:
+    """The jobs of the batch and what planning already decided (skipped files, refused ones, printed)."""
     tally = Tally()
     sources = _expand(inputs, tally)
     jobs = _plan(sources, output, label, format, force, skip_existing, quiet, tally,
                  single=len(inputs) == 1) if sources else []
-    software = _software_tag(model, engine.scale)
-    show_bars = not quiet and sys.stderr.isatty()
-    from tqdm.auto import tqdm
+    return jobs, tally
 
-    for job in tqdm(jobs, desc="images", unit="image", disable=not show_bars or len(jobs) < 2, leave=False):
-        try:
-            _run(job, engine, force, quiet, show_bars, software)
-        except MMAError as exc:
-            tally.failed += 1
-            _error(job.source, exc)
-        else:
-            tally.done += 1
-            if not quiet:
-                tqdm.write(f"{job.source} -> {job.target}")
-    if not quiet:
-        typer.echo(f"{tally.done} done, {tally.skipped} skipped, {tally.failed} failed "
-                   f"in {time.perf_counter() - started:.1f} s")
-    if tally.failed:
-        raise typer.Exit(1)
+
+def _total(tallies: list[Tally]) -> Tally:
+    """The tallies of planning and of every process, as one."""
+    return Tally(sum(t.done for t in tallies), sum(t.skipped for t in tallies), sum(t.failed for t in tallies))
 
 
 def _software_tag(model: str, scale: int) -> str:
