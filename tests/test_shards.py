@@ -64,6 +64,7 @@ def test_threads_are_shared_among_the_processes_of_a_machine(monkeypatch):
 # Each process runs the helpers and prints one JSON line; errors go to stderr as `mma` prints them.
 WORKER = r"""
 import json, sys
+import typer
 from mma.cli.app import fail
 from mma.cli.shards import gather, on_main, processes, share, together
 from mma.errors import ConfigError, MMAError
