@@ -21,16 +21,37 @@ from torch import nn
 
 from mma.engine import DEFAULT_OVERLAP, LUMA, Batch, Engine, Tile
 from mma.errors import ImageReadError
-from mma.imaging.io import ImageMeta, array_to_pil, pil_to_float, read_image, read_pixels, write_pixels
+from mma.imaging.io import FORMATS as OUTPUT_FORMATS
+from mma.imaging.io import (
+    ImageMeta,
+    array_to_pil,
+    format_for,
+    made_by_mma,
+    pil_to_float,
+    read_image,
+    read_pixels,
+    software_tag,
+    write_image,
+    write_pixels,
+)
 from mma.runtime import resolve_device, resolve_dtype
 from mma.tiling import Progress
 from mma.weights.loaded import LoadedModel, check_scale_matches, load
+from mma.weights.registry import ModelInfo, catalogue
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tensor]
 ModelLike = Union[str, "os.PathLike[str]", nn.Module, LoadedModel]
 
-__all__ = ["DEFAULT_OVERLAP", "LUMA", "LoadedModel", "TileProgressBar", "load_model", "resolve_device",
-           "resolve_dtype", "upscale", "upscale_file", "upscale_pixels", "upscale_with"]
+__all__ = [
+    "DEFAULT_OVERLAP", "LUMA", "OUTPUT_FORMATS", "LoadedModel", "ModelInfo", "TileProgressBar", "format_for",
+    "list_models", "load_model", "made_by_mma", "read_image", "resolve_device", "resolve_dtype", "software_tag",
+    "upscale", "upscale_file", "upscale_pixels", "upscale_with", "write_image",
+]
+
+
+def list_models() -> list[ModelInfo]:
+    """Every registry model: name with tag, scale, parameters, offline or not, source, measured scores."""
+    return catalogue()
 
 
 def load_model(model: ModelLike = "mma-t", scale: int | None = None, *, device: str | torch.device = "auto",

@@ -18,7 +18,7 @@ _GAP_WARNING = 0.1
 
 def _outputs(image: Path, output: Path | None, force: bool) -> tuple[Path, Path]:
     """Heatmap and overlay paths (`<out>` and `<out stem>_overlay<suffix>`), checked before any work."""
-    from mma.imaging.io import format_for
+    from mma.api import format_for
 
     heatmap = output or Path(f"{image.stem}_lam.png")
     overlay = heatmap.with_name(f"{heatmap.stem}_overlay{heatmap.suffix}")
@@ -60,9 +60,8 @@ def lam_command(
     from PIL import Image
     from tqdm import tqdm
 
-    from mma.api import load_model
+    from mma.api import load_model, read_image, write_image
     from mma.engine import Engine
-    from mma.imaging.io import read_image, write_image
     from mma.lam import analysis_input, heatmap_image, lam, overlay_image
 
     heatmap_path, overlay_path = _outputs(image, output, force)

@@ -15,21 +15,15 @@ BENCHMARKS = ("Set5", "Set14")  # the columns of `mma models`, as the bundled sc
 @command("models", help="List the models: scales, parameter counts, measured quality (PSNR), where the "
                          "weights come from, whether offline.")
 def models() -> None:
-    import torch
-
-    from mma.model import MMA, MMAConfig
-    from mma.weights.registry import REGISTRY, is_available_offline, source_of
+    from mma.api import list_models
 
     typer.echo(f"{'model':8s} {'scale':>5s} {'parameters':>12s}  {'offline':7s}  {'Set5':>5s}  {'Set14':>5s}  "
                "weights")
-    for (variant, scale), entry in sorted(REGISTRY.items()):
-        with torch.device("meta"):  # counting needs shapes only
-            count = sum(p.numel() for p in MMA(MMAConfig.named(variant, scale)).parameters())
-        offline = "yes" if is_available_offline(entry) else "no"
-        scores = entry.bundled_scores()
-        psnr = [f"{scores[name]['psnr']:.2f}" if name in scores else "-" for name in BENCHMARKS]
-        typer.echo(f"{variant:8s} {'x' + str(scale):>5s} {count:>12,}  {offline:7s}  {psnr[0]:>5s}  {psnr[1]:>5s}  "
-                   f"{source_of(entry)}")
+    for info in list_models():
+        offline = "yes" if info.offline else "no"
+        psnr = [f"{info.scores[name]['psnr']:.2f}" if name in info.scores else "-" for name in BENCHMARKS]
+        typer.echo(f"{info.variant:8s} {'x' + str(info.scale):>5s} {info.parameters:>12,}  {offline:7s}  "
+                   f"{psnr[0]:>5s}  {psnr[1]:>5s}  {info.source}")
     typer.echo("Set5, Set14: PSNR (dB, Y channel) of the bundled weights, measured when they were bundled with the "
                "`mma eval` protocol (docs/evaluation.md).")
 

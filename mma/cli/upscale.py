@@ -139,7 +139,7 @@ def _total(tallies: list[Tally]) -> Tally:
 
 def _software_tag(model: str, scale: int) -> str:
     """The Software tag of every output: the model by name, never a local path (it would leak folders)."""
-    from mma.imaging.io import software_tag
+    from mma.api import software_tag
 
     return software_tag(Path(model).name if Path(model).expanduser().exists() else model, scale)
 
@@ -172,7 +172,7 @@ def _expand(inputs: list[str], tally: Tally) -> list[Path]:
     `mma upscale` wrote itself (by their Software tag), so a second run does not upscale the first's results."""
     from PIL import Image
 
-    from mma.imaging.io import made_by_mma
+    from mma.api import made_by_mma
 
     extensions = set(Image.registered_extensions())
     sources: list[Path] = []
@@ -265,7 +265,7 @@ def _target(source: Path, folder: Path | None, suffix: str, format: str | None) 
 
 def _writable(extension: str) -> bool:
     """Whether a suffix (with or without its dot) names a format `mma upscale` writes."""
-    from mma.imaging.io import FORMATS  # lazy: keeps `mma --help` free of torch
+    from mma.api import OUTPUT_FORMATS as FORMATS  # lazy: keeps `mma --help` free of torch
 
     return extension.lower().lstrip(".") in FORMATS
 

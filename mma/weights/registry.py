@@ -192,3 +192,33 @@ def is_available_offline(entry: WeightsEntry) -> bool:
         return True
     source = entry.hub
     return source is not None and hub.is_cached(source.repo_id, source.filename, source.revision)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One registry model as `mma models` and `mma.api.list_models()` describe it."""
+
+    name: str  # with its tag, e.g. mma-t-x4.t91-bsds200
+    variant: str
+    scale: int
+    tag: str
+    parameters: int
+    offline: bool
+    source: str
+    scores: dict[str, dict[str, float]]  # data set -> {"psnr", "ssim"} measured on the bundled weights
+
+
+def catalogue() -> list[ModelInfo]:
+    """Every registry model, sorted by variant and scale (parameters counted on the meta device: no memory)."""
+    import torch
+
+    from mma.model import MMA, MMAConfig
+
+    rows = []
+    for entry in sorted(TAGGED.values(), key=lambda e: (e.variant, e.scale, e.tag)):
+        with torch.device("meta"):
+            count = sum(p.numel() for p in MMA(MMAConfig.named(entry.variant, entry.scale)).parameters())
+        rows.append(ModelInfo(entry.full_name, entry.variant, entry.scale, entry.tag, count,
+                              is_available_offline(entry), source_of(entry), entry.bundled_scores()))
+    return rows
+
