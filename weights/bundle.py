@@ -109,7 +109,9 @@ def cell(result: DatasetResult) -> str:
 
 def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[DatasetResult],
          log: list[dict[str, str]], hardware: str) -> str:
-    """The model card (README.md) of a bundled model, for the people who install the wheel."""
+    """The model card (README.md) of a bundled model, for the people who install the wheel. Only the log up
+    to the bundled iteration counts: the run may have gone on since."""
+    log = [row for row in log if int(row["iteration"]) <= int(meta["iterations"])]
     recipe, data, variant = meta["recipe"], meta["data"], meta["variant"]
     run = f"weights/training/{variant}-x{scale}"
     init = recipe.get("init")
