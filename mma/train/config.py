@@ -132,7 +132,7 @@ def _validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if cfg.val_split < 0 or cfg.seed < 0 or (cfg.workers is not None and cfg.workers < 0):
         raise ConfigError("val_split, seed and workers must not be negative")
-    end = cfg.lr_schedule.decay_end
+    end = cfg.lr_schedule.decay_end  # building the schedule checks its options
     if end is not None and cfg.iters > end:
         raise ConfigError(
             f"iters {cfg.iters} goes past the end of the decay branch ({cfg.decay_start} + {cfg.decay_iters})"

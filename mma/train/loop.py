@@ -135,7 +135,7 @@ class Trainer:
             init_from(self.model, config.init)
         self.ema = EMA(self.model, config.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=tuple(config.betas))
-        self.schedule = config.lr_schedule  # sets the optimiser's rate before every step
+        self.lr_schedule = config.lr_schedule  # sets the optimiser's rate before every step
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.iteration = 0
@@ -257,7 +257,7 @@ class Trainer:
                 if it % cfg.log_every == 0 or it == cfg.iters:
                     loss = distributed.mean(running / counted, place).item()
                     speed = counted / (time.perf_counter() - tick)
-                    lr = self.schedule.lr_at(it)  # the rate of the next step
+                    lr = self.lr_schedule.lr_at(it)  # the rate of the next step
                     if runlog is not None:
                         runlog.train(it, loss, lr, speed, speed * cfg.batch)
                     self._emit("log", loss=loss, lr=lr, iters_per_s=speed)
@@ -305,7 +305,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule.lr_at(self.iteration)
+            group["lr"] = self.lr_schedule.lr_at(self.iteration)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.ema.update(self.model, self.iteration)
