@@ -1,14 +1,23 @@
-"""Training configuration: the paper's presets, preset < file < flags, milestone rescaling, errors."""
+"""Training configuration: the paper's presets, preset < file < flags, milestone rescaling, schedules, the
+committed runs' configurations, errors."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from mma.errors import ConfigError
-from mma.train.config import TrainConfig, build_config, recipe_changes
+from mma.train.config import (
+    PROVENANCE_FIELDS,
+    RECIPE_FIELDS,
+    SCHEDULE_FIELDS,
+    TrainConfig,
+    build_config,
+    recipe_changes,
+)
 from mma.train.presets import DESCRIPTIONS, PRESETS
 
 
@@ -60,6 +69,35 @@ def test_new_iters_rescale_the_milestones_unless_given() -> None:
     assert cfg.milestones == (100,)
 
 
+def test_a_resumed_run_keeps_its_milestones_when_it_gets_longer() -> None:
+    """A saved run's milestones are iterations it has passed: a longer run continues the curve."""
+    saved = build_config("cpu-small", overrides={"iters": 4000})
+    assert saved.milestones == (2000, 3000, 3600, 3800)
+    longer = build_config(overrides={"iters": 6000}, base=saved)
+    assert longer.milestones == saved.milestones and longer.iters == 6000
+    assert recipe_changes(saved, longer, at=4000) == []
+    moved = build_config(overrides={"iters": 6000, "milestones": [3000, 5000]}, base=saved)
+    assert moved.milestones == (3000, 5000) and recipe_changes(saved, moved, at=4000) == ["milestones"]
+
+
+def test_committed_runs_configurations_still_load() -> None:
+    """Runs saved before the schedule options existed are step-decay runs with their own milestones."""
+    files = sorted(Path(__file__).parents[1].glob("weights/training/*/config.json"))
+    assert files
+    for file in files:
+        cfg = TrainConfig.from_dict(json.loads(file.read_text()))
+        assert (cfg.schedule, cfg.warmup, cfg.decay_start, cfg.decay_iters) == ("multistep", 0, None, 0)
+        assert cfg.lr_schedule.lr_at(cfg.iters) == cfg.lr * cfg.gamma ** len(cfg.milestones)
+
+
+def test_schedule_options_build_the_schedule_and_are_recorded() -> None:
+    cfg = build_config("cpu-tiny", overrides={"schedule": "constant", "warmup": 10, "lr": 1e-3})
+    assert cfg.lr_schedule.lr_at(4) == pytest.approx(5e-4) and cfg.lr_schedule.lr_at(10**6) == 1e-3
+    assert set(SCHEDULE_FIELDS) <= set(RECIPE_FIELDS) and set(SCHEDULE_FIELDS) <= set(PROVENANCE_FIELDS)
+    assert set(RECIPE_FIELDS + PROVENANCE_FIELDS) <= set(cfg.to_dict())
+    assert not {"variant", "scale", "model", "train"} & set(PROVENANCE_FIELDS)  # metadata of their own
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -73,6 +111,12 @@ def test_new_iters_rescale_the_milestones_unless_given() -> None:
         {"betas": [0.9]},
         {"seed": -1},
         {"iters": 2.5},
+        {"schedule": "cosine"},
+        {"warmup": -5},
+        {"decay_start": 100},
+        {"decay_start": 100, "decay_iters": 50, "iters": 151},  # past the end of the branch
+        {"model": {"num_feats": 8}},  # the network's own checks apply
+        {"model": {"mixer": "attention"}},
     ],
 )
 def test_invalid_values_are_config_errors(bad: dict) -> None:

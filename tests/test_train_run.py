@@ -1,9 +1,11 @@
-"""The training loop end to end on a tiny network: EMA, schedule, atomic state, exact resume, init from x2,
-export with provenance, the `mma train` command, and DDP with two gloo processes."""
+"""The training loop end to end on a tiny network: EMA, schedule, atomic state, exact resume, longer runs and
+decay branches, init from x2, export with provenance, the `mma train` command, and DDP with two gloo
+processes."""
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from typer.testing import CliRunner
 from mma.cli import app
 from mma.errors import CheckpointError, ConfigError, OutputError
 from mma.model import build_model
-from mma.train import TrainConfig, TrainEvent, build_config, saved_config, train
+from mma.train import TrainConfig, TrainEvent, build_config, saved_config, start_decay_branch, train
 from mma.train import state as state_module
 from mma.train.ema import EMA, warmed_decay
 from mma.train.export import init_from
@@ -65,6 +67,16 @@ def _config(images: Path, out: Path, **changes: object) -> TrainConfig:
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _same_tensors(a: Path, b: Path) -> bool:
+    """True when the runs in folders `a` and `b` hold bit-identical network, EMA and Adam tensors."""
+    first, second = _tensors(load_state(a / "state.ckpt")), _tensors(load_state(b / "state.ckpt"))
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def _tensors(state: dict) -> dict[str, torch.Tensor]:
@@ -294,6 +306,64 @@ def test_training_state_can_initialise_another_scale(images: Path, tmp_path: Pat
     assert torch.equal(trainer.ema.state_dict()["conv_first.bias"], ema2["conv_first.bias"])
 
 
+# ----- longer runs and decay branches ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["multistep", "constant"])
+def test_a_longer_run_continues_the_learning_rate_curve_exactly(
+    images: Path, tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four iterations, then resumed with iters=7, equals seven iterations in one go: the milestones are
+    kept (not rescaled), a constant run stays constant, and no recipe change is reported."""
+    whole = _config(images, tmp_path / "whole", iters=7, milestones=[2, 5], schedule=kind, warmup=3)
+    train(whole)
+    train(whole.replace(out=str(tmp_path / "short"), iters=4))
+    longer = build_config(overrides={"iters": 7}, base=saved_config(tmp_path / "short"))
+    with caplog.at_level(logging.WARNING, logger="mma"):
+        assert train(longer, resume=True).iteration == 7
+    assert "changed" not in caplog.text
+    assert _same_tensors(tmp_path / "whole", tmp_path / "short")
+    rates = [float(row["lr"]) for row in _read_csv(tmp_path / "short" / "train_log.csv")]
+    assert rates == [float(row["lr"]) for row in _read_csv(tmp_path / "whole" / "train_log.csv")]
+    assert rates == pytest.approx([whole.lr_schedule.lr_at(i) for i in range(1, 8)], rel=1e-3)  # 4 digits
+
+
+def test_a_decay_branch_leaves_the_main_run_untouched_and_ends_at_zero(images: Path, tmp_path: Path) -> None:
+    main = _config(images, tmp_path / "main", iters=4, schedule="constant", warmup=2, lr=2e-3)
+    train(main)
+    before = _files(tmp_path / "main")
+    branch = start_decay_branch(tmp_path / "main", tmp_path / "branch", 3)
+    assert (branch.decay_start, branch.decay_iters, branch.iters, branch.out) == (4, 3, 7, str(tmp_path / "branch"))
+    assert train(branch, resume=True).iteration == 7
+    assert _files(tmp_path / "main") == before
+    rates = {int(row["iteration"]): float(row["lr"]) for row in _read_csv(tmp_path / "branch" / "train_log.csv")}
+    assert [rates[i] for i in range(1, 8)] == pytest.approx([2e-3, 2e-3, 2e-3, 2e-3, 4e-3 / 3, 2e-3 / 3, 0], rel=1e-3)
+    # The branch is the run that had planned the decay from the start.
+    train(branch.replace(out=str(tmp_path / "planned"), decay_start=4, decay_iters=3))
+    assert _same_tensors(tmp_path / "planned", tmp_path / "branch")
+    # The main run continues later, from where it was; a second branch of the same name is refused.
+    assert train(build_config(overrides={"iters": 6}, base=saved_config(main.out)), resume=True).iteration == 6
+    with pytest.raises(ConfigError, match="already exists"):
+        start_decay_branch(tmp_path / "main", tmp_path / "branch", 3)
+    with pytest.raises(ConfigError, match="itself a decay branch"):
+        start_decay_branch(tmp_path / "branch", tmp_path / "twig", 3)
+    with pytest.raises(ConfigError, match="no training state"):
+        start_decay_branch(tmp_path / "absent", tmp_path / "twig", 3)
+    assert not (tmp_path / "twig").exists()
+
+
+def test_a_state_saved_with_a_multisteplr_scheduler_still_resumes(images: Path, tmp_path: Path) -> None:
+    """Runs saved before the closed-form schedule carry a MultiStepLR state, which is no longer needed."""
+    cfg = _config(images, tmp_path / "old", iters=2)
+    train(cfg)
+    path = tmp_path / "old" / "state.ckpt"
+    state = load_state(path)
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    state["scheduler"] = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3, 5]).state_dict()
+    torch.save(state, path)
+    assert train(cfg.replace(iters=3), resume=True).iteration == 3
+
+
 # ----- command line ----------------------------------------------------------------------------------------
 
 
@@ -332,6 +402,25 @@ def test_mma_train_cli_runs_resumes_and_exports(images: Path, tmp_path: Path) ->
     assert runner.invoke(app, ["train", "--data", str(images)]).exit_code == 1
     listing = runner.invoke(app, ["train", "--list-presets"])
     assert listing.exit_code == 0 and "finetune-x3" in listing.output
+
+
+def test_mma_train_cli_branches_a_run_into_a_decay(images: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    main, branch = tmp_path / "main", tmp_path / "branch"
+    args = ["train", "--preset", "cpu-tiny", "--data", str(images), "--iters", "2", "--patch", "8", "--batch",
+            "2", "--schedule", "constant", "--warmup", "1", "--out", str(main)]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", "--out", str(main), "--decay-branch", str(branch),
+                                 "--decay-iters", "2"])
+    assert result.exit_code == 0, result.output
+    assert "done: 4 iterations" in result.output
+    assert load_state(main / "state.ckpt")["iteration"] == 2
+    assert (saved_config(branch).decay_start, saved_config(branch).decay_iters) == (2, 2)
+    for wrong in (["--decay-iters", "2"], ["--resume", "--decay-iters", "2", "--iters", "9"]):
+        result = runner.invoke(app, ["train", "--out", str(main), "--decay-branch", str(tmp_path / "b2"), *wrong])
+        assert result.exit_code == 1 and "error:" in result.output, result.output
+    milestones = runner.invoke(app, ["train", "--resume", "--out", str(main), "--milestones", "3,x"])
+    assert milestones.exit_code == 1 and "--milestones" in milestones.output
 
 
 def test_mma_train_cli_trains_an_ablation_mixer_named_in_the_exported_metadata(images: Path,

@@ -20,7 +20,7 @@ from mma.cli.app import command
 from mma.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mma.train import TrainEvent
+    from mma.train import TrainConfig, TrainEvent
 
 
 class _TqdmHandler(logging.Handler):
@@ -105,6 +105,31 @@ class _Progress:
             self.bar.close()
 
 
+def _iterations(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ConfigError(f"--milestones takes iterations separated by commas, got {text!r}") from None
+
+
+def _branch(
+    cfg: TrainConfig,
+    resume: bool,
+    out: Path | None,
+    branch: Path | None,
+    decay_iters: int | None,
+    iters: int | None,
+) -> TrainConfig:
+    """The configuration of a new decay branch of the run in `out`, after copying the run into `branch`."""
+    from mma.train import start_decay_branch
+
+    if not resume or out is None or branch is None or decay_iters is None:
+        raise ConfigError("a decay branch needs --resume --out RUN --decay-branch NEW_DIR --decay-iters K")
+    if iters is not None:
+        raise ConfigError("--iters and --decay-branch exclude each other: the branch ends after --decay-iters")
+    return start_decay_branch(out, branch, decay_iters, cfg)
+
+
 def _list_presets() -> None:
     from mma.train.presets import DESCRIPTIONS
 
@@ -135,11 +160,28 @@ def train_command(
         str | None, typer.Option("--mixer", help="Token mixer: vim+ca (MMA), vim (w/o CA) or cnn+ca (w/ CNN).")
     ] = None,
     iters: Annotated[
-        int | None, typer.Option("--iters", help="Total iterations (milestones rescale).")
+        int | None,
+        typer.Option("--iters", help="Total iterations (a preset's milestones rescale; a resumed run's stay)."),
     ] = None,
     batch: Annotated[int | None, typer.Option("--batch", help="Global batch size.")] = None,
     patch: Annotated[int | None, typer.Option("--patch", help="LR patch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Initial learning rate.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (before decay).")] = None,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="multistep (step decay) or constant (open-ended).")
+    ] = None,
+    milestones: Annotated[
+        str | None, typer.Option("--milestones", help="Multistep decay iterations, e.g. 3000,5000.")
+    ] = None,
+    warmup: Annotated[
+        int | None, typer.Option("--warmup", help="Linear warm-up iterations from iteration 0.")
+    ] = None,
+    decay_branch: Annotated[
+        Path | None,
+        typer.Option("--decay-branch", help="With --resume --out RUN: copy RUN here and decay it (RUN stays)."),
+    ] = None,
+    decay_iters: Annotated[
+        int | None, typer.Option("--decay-iters", help="Iterations of the --decay-branch decay to 0.")
+    ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed of the weights and the data order.")
     ] = None,
@@ -184,6 +226,9 @@ def train_command(
         "batch": batch,
         "patch": patch,
         "lr": lr,
+        "schedule": schedule,
+        "milestones": _iterations(milestones) if milestones is not None else None,
+        "warmup": warmup,
         "seed": seed,
         "out": str(out) if out else None,
         "init": str(init) if init else None,
@@ -204,6 +249,8 @@ def train_command(
                 "(or --resume --out DIR to continue a run)"
             )
     cfg = build_config(preset, config, overrides, base=base)
+    if decay_branch is not None or decay_iters is not None:
+        cfg, resume = _branch(cfg, resume, out, decay_branch, decay_iters, iters), True
     stop = threading.Event()
     with _log_above_bar(), _stop_on_signals(stop):
         result = train(cfg, resume=resume, export=export, progress=_Progress(), stop=stop)

@@ -4,8 +4,20 @@
 `mma train` is the command-line face of the same call.
 """
 
+from mma.train.branch import start_decay_branch
 from mma.train.config import TrainConfig, build_config
 from mma.train.loop import TrainEvent, TrainResult, saved_config, train
 from mma.train.presets import PRESETS
+from mma.train.schedule import Schedule
 
-__all__ = ["PRESETS", "TrainConfig", "TrainEvent", "TrainResult", "build_config", "saved_config", "train"]
+__all__ = [
+    "PRESETS",
+    "Schedule",
+    "TrainConfig",
+    "TrainEvent",
+    "TrainResult",
+    "build_config",
+    "saved_config",
+    "start_decay_branch",
+    "train",
+]

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mma.errors import ConfigError
-from mma.model import SCALES, VARIANTS
+from mma.model import MMAConfig
 from mma.train.presets import PRESETS
+from mma.train.schedule import Schedule, same_rates
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,13 @@ class TrainConfig:
     patch: int = 64
     batch: int = 64
     iters: int = 800_000
+    schedule: str = "multistep"  # or "constant" (mma.train.schedule)
     lr: float = 2e-4
-    milestones: tuple[int, ...] = (300_000, 500_000, 650_000, 700_000, 750_000)
-    gamma: float = 0.5
+    milestones: tuple[int, ...] = (300_000, 500_000, 650_000, 700_000, 750_000)  # multistep only
+    gamma: float = 0.5  # multistep only
+    warmup: int = 0  # iterations of linear warm-up from iteration 0
+    decay_start: int | None = None  # a decay branch: lr falls linearly to 0 from here ...
+    decay_iters: int = 0  # ... over this many iterations
     betas: tuple[float, float] = (0.9, 0.99)
     ema: float = 0.999
     amp: bool = True  # mixed precision: bf16 on CUDA and on CPUs with native bf16, else fp16 (CUDA)
@@ -71,6 +76,19 @@ class TrainConfig:
             values["model"] = dict(values["model"])
         return cls(**values)
 
+    @property
+    def lr_schedule(self) -> Schedule:
+        """The learning rate as a function of the iteration."""
+        return Schedule(
+            self.schedule,
+            self.lr,
+            tuple(self.milestones),
+            self.gamma,
+            self.warmup,
+            self.decay_start,
+            self.decay_iters,
+        )
+
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
@@ -83,33 +101,24 @@ class TrainConfig:
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
+NETWORK_FIELDS = ("variant", "scale", "model")  # a checkpoint cannot continue with others
+DATA_FIELDS = ("train", "val_split")
+SCHEDULE_FIELDS = ("schedule", "lr", "milestones", "gamma", "warmup", "decay_start", "decay_iters")
 # Options that change which numbers a run computes: a resumed run that changes one is no longer identical
-# to an uninterrupted run. The first three also change the network, so a checkpoint cannot continue at all.
-RECIPE_FIELDS = (
-    "variant",
-    "scale",
-    "model",
-    "train",
-    "val_split",
-    "patch",
-    "batch",
-    "lr",
-    "milestones",
-    "gamma",
-    "betas",
-    "ema",
-    "seed",
+# to an uninterrupted run.
+RECIPE_FIELDS = (*NETWORK_FIELDS, *DATA_FIELDS, "patch", "batch", *SCHEDULE_FIELDS, "betas", "ema", "seed")
+# The recipe as exported weights record it: the network and the data have metadata of their own.
+PROVENANCE_FIELDS = (
+    *(name for name in RECIPE_FIELDS if name not in NETWORK_FIELDS + DATA_FIELDS),
+    "iters",
+    "init",
 )
-NETWORK_FIELDS = RECIPE_FIELDS[:3]
 # Options of the machine a run happens to run on: a resumed run chooses them afresh (see `for_this_machine`).
 MACHINE_FIELDS = ("device", "workers")
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {cfg.variant!r}: choose one of {', '.join(VARIANTS)}")
-    if cfg.scale not in SCALES:
-        raise ConfigError(f"unsupported scale {cfg.scale}: choose one of {SCALES}")
+    MMAConfig.named(cfg.variant, cfg.scale, **cfg.model)  # the network's own checks
     positive = {
         "patch": cfg.patch,
         "batch": cfg.batch,
@@ -123,12 +132,13 @@ def _validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if cfg.val_split < 0 or cfg.seed < 0 or (cfg.workers is not None and cfg.workers < 0):
         raise ConfigError("val_split, seed and workers must not be negative")
-    if not cfg.lr > 0:
-        raise ConfigError(f"lr must be positive, got {cfg.lr!r}")
-    if list(cfg.milestones) != sorted(set(cfg.milestones)) or any(m < 1 for m in cfg.milestones):
-        raise ConfigError(f"milestones must be increasing positive iterations, got {list(cfg.milestones)}")
-    if not 0 <= cfg.ema < 1 or not 0 < cfg.gamma <= 1:
-        raise ConfigError(f"need 0 <= ema < 1 and 0 < gamma <= 1, got ema={cfg.ema}, gamma={cfg.gamma}")
+    end = cfg.lr_schedule.decay_end  # building the schedule checks its options
+    if end is not None and cfg.iters > end:
+        raise ConfigError(
+            f"iters {cfg.iters} goes past the end of the decay branch ({cfg.decay_start} + {cfg.decay_iters})"
+        )
+    if not 0 <= cfg.ema < 1:
+        raise ConfigError(f"need 0 <= ema < 1, got ema={cfg.ema}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise ConfigError(f"betas must be two numbers in [0, 1), got {list(cfg.betas)}")
 
@@ -149,11 +159,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
 
 
-def _layer(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply `changes`; a new `iters` without new milestones rescales the old milestones proportionally,
-    so `--iters` shortens or lengthens a preset's schedule instead of leaving milestones past the end."""
+def _layer(base: dict[str, Any], changes: Mapping[str, Any], rescale: bool) -> dict[str, Any]:
+    """Apply `changes`; with `rescale`, a new `iters` without new milestones rescales the old milestones
+    proportionally, so `--iters` shortens or lengthens a preset's schedule instead of leaving milestones
+    past the end."""
     merged = {**base, **changes}
-    if "iters" in changes and "milestones" not in changes and base.get("milestones"):
+    if rescale and "iters" in changes and "milestones" not in changes and base.get("milestones"):
         ratio = changes["iters"] / base["iters"]
         merged["milestones"] = sorted({max(1, round(m * ratio)) for m in base["milestones"]})
     if "model" in changes:
@@ -167,7 +178,11 @@ def build_config(
     overrides: Mapping[str, Any] | None = None,
     base: TrainConfig | None = None,
 ) -> TrainConfig:
-    """`base` (or defaults), then the preset, then the file, then `overrides` (e.g. command-line flags)."""
+    """`base` (or defaults), then the preset, then the file, then `overrides` (e.g. command-line flags).
+
+    A new `iters` rescales the milestones of the defaults, a preset or a file, but not those of `base`: a
+    saved run being continued, whose milestones are iterations it has reached or planned, so a longer run
+    continues its learning-rate curve instead of jumping back up it."""
     layers: list[Mapping[str, Any]] = []
     file_values = read_toml(file) if file is not None else {}
     preset = file_values.pop("preset", None) if preset is None else preset
@@ -178,11 +193,16 @@ def build_config(
     layers += [file_values, {k: v for k, v in (overrides or {}).items() if v is not None}]
     values = (base or TrainConfig()).to_dict()
     for changes in layers:
-        values = _layer(values, changes)
+        values = _layer(values, changes, rescale=base is None)
     return TrainConfig.from_dict(values)
 
 
-def recipe_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
-    """Names of the recipe fields that differ (a resumed run must keep them to stay exact)."""
+def recipe_changes(saved: TrainConfig, new: TrainConfig, at: int | None = None) -> list[str]:
+    """Names of the recipe fields that differ (a resumed run must keep them to stay exact). Given `at`, the
+    iteration a run resumes from, schedule fields count only if they change the rate of a step already
+    taken: a longer constant run or a decay branch starting at `at` continues exactly."""
     a, b = saved.to_dict(), new.to_dict()
-    return [name for name in RECIPE_FIELDS if a[name] != b[name]]
+    changed = [name for name in RECIPE_FIELDS if a[name] != b[name]]
+    if at is not None and same_rates(saved.lr_schedule, new.lr_schedule, at):
+        changed = [name for name in changed if name not in SCHEDULE_FIELDS]
+    return changed

@@ -1,5 +1,6 @@
-"""The training loop of the paper's recipe: L1 loss, Adam, MultiStepLR, EMA, optional mixed precision,
-periodic validation, atomic checkpoints and exact resume, one process or many under `torchrun`.
+"""The training loop of the paper's recipe: L1 loss, Adam, a closed-form learning-rate schedule (the paper's
+step decay, or constant with decay branches), EMA, optional mixed precision, periodic validation, atomic
+checkpoints and exact resume, one process or many under `torchrun`.
 
 Why the loop reports through a callback: it runs inside CLIs, notebooks and DDP workers alike; only the
 caller knows whether a progress bar makes sense, and only rank 0 calls back.
@@ -11,8 +12,6 @@ import json
 import logging
 import threading
 import time
-from bisect import bisect_right
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from mma.errors import ConfigError
 from mma.evaluate import dataset_name, find_images
 from mma.model import build_model
 from mma.train import distributed
-from mma.train.config import NETWORK_FIELDS, TrainConfig, recipe_changes
+from mma.train.config import NETWORK_FIELDS, PROVENANCE_FIELDS, TrainConfig, recipe_changes
 from mma.train.data import (
     IterationBatches,
     PairStore,
@@ -126,7 +125,7 @@ class Trainer:
                 f"{self.out} already holds a run: pass --resume to continue it, or another --out"
             )
         if saved is not None:
-            self._check_recipe(TrainConfig.from_dict(saved["config"]))
+            self._check_recipe(TrainConfig.from_dict(saved["config"]), int(saved["iteration"]))
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -136,9 +135,7 @@ class Trainer:
             init_from(self.model, config.init)
         self.ema = EMA(self.model, config.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=tuple(config.betas))
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, list(config.milestones), config.gamma
-        )
+        self.lr_schedule = config.lr_schedule  # sets the optimiser's rate before every step
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.iteration = 0
@@ -160,8 +157,8 @@ class Trainer:
 
     # ----- set-up -------------------------------------------------------------------------------------------
 
-    def _check_recipe(self, saved: TrainConfig) -> None:
-        changed = recipe_changes(saved, self.cfg)
+    def _check_recipe(self, saved: TrainConfig, iteration: int) -> None:
+        changed = recipe_changes(saved, self.cfg, at=iteration)
         fatal = [name for name in changed if name in NETWORK_FIELDS]
         if fatal:
             raise ConfigError(
@@ -218,30 +215,15 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer.load_state_dict(state["optimizer"])  # older states also hold a "scheduler": unused
         self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = int(state["iteration"]), state["best"]
         self.saved_at = self.iteration
         self.validated_at = int(state["validated_at"])
         self.validations = tuple(Validation(**v) for v in state["validations"])
-        saved = TrainConfig.from_dict(state["config"])
-        if (saved.lr, saved.milestones, saved.gamma) != (self.cfg.lr, self.cfg.milestones, self.cfg.gamma):
-            self._reschedule()
         for group in self.optimizer.param_groups:
             group["betas"] = tuple(self.cfg.betas)
         restore_rng(state["rng"])
-
-    def _reschedule(self) -> None:
-        """Apply a changed learning-rate schedule at the current iteration (MultiStepLR is closed-form)."""
-        cfg = self.cfg
-        lr = cfg.lr * cfg.gamma ** bisect_right(list(cfg.milestones), self.iteration)
-        self.scheduler.milestones = Counter(cfg.milestones)
-        self.scheduler.gamma = cfg.gamma
-        self.scheduler.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = lr
-        self.scheduler._last_lr = [lr] * len(self.optimizer.param_groups)
 
     # ----- the loop -----------------------------------------------------------------------------------------
 
@@ -275,7 +257,7 @@ class Trainer:
                 if it % cfg.log_every == 0 or it == cfg.iters:
                     loss = distributed.mean(running / counted, place).item()
                     speed = counted / (time.perf_counter() - tick)
-                    lr = self.optimizer.param_groups[0]["lr"]
+                    lr = self.lr_schedule.lr_at(it)  # the rate of the next step
                     if runlog is not None:
                         runlog.train(it, loss, lr, speed, speed * cfg.batch)
                     self._emit("log", loss=loss, lr=lr, iters_per_s=speed)
@@ -322,9 +304,10 @@ class Trainer:
         loss = F.l1_loss(sr.float(), hr_img)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_schedule.lr_at(self.iteration)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
         self.ema.update(self.model, self.iteration)
         return loss.detach()
 
@@ -368,7 +351,6 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "best": self.best,
                 "validated_at": self.validated_at,
@@ -385,21 +367,7 @@ class Trainer:
             "trained_with": f"mma-sr {__version__}",
             "data": self.data_description,
             "iterations": self.iteration,
-            "recipe": {
-                k: recipe[k]
-                for k in (
-                    "patch",
-                    "batch",
-                    "iters",
-                    "lr",
-                    "milestones",
-                    "gamma",
-                    "betas",
-                    "ema",
-                    "seed",
-                    "init",
-                )
-            },
+            "recipe": {k: recipe[k] for k in PROVENANCE_FIELDS},
         }
         if self.validations and self.validated_at == self.iteration:
             first = self.validations[0]
