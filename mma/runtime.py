@@ -86,6 +86,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return chosen
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision for training: bfloat16 where the hardware has it (CUDA, or a CPU with native bf16:
+    faster steps, docs/benchmarks.md "bfloat16 autocast"), float16 on older GPUs, None (full precision)
+    elsewhere. The same hardware test as `resolve_dtype`'s, so training and inference agree."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native(torch.bfloat16):
+        return torch.bfloat16
+    return None
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """`fp32`, `fp16` or `bf16`: the spelling the options use."""
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))

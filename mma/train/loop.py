@@ -25,6 +25,7 @@ from mma import __version__
 from mma.errors import ConfigError
 from mma.evaluate import dataset_name, find_images
 from mma.model import build_model
+from mma.runtime import autocast_dtype
 from mma.train import distributed
 from mma.train.config import NETWORK_FIELDS, PROVENANCE_FIELDS, TrainConfig, recipe_changes
 from mma.train.data import (
@@ -136,7 +137,7 @@ class Trainer:
         self.ema = EMA(self.model, config.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=tuple(config.betas))
         self.lr_schedule = config.lr_schedule  # sets the optimiser's rate before every step
-        self.amp_dtype = self._amp_dtype()
+        self.amp_dtype = autocast_dtype(self.device) if config.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.iteration = 0
         self.best: dict[str, Any] | None = None  # {"psnr", "ssim", "set", "iteration"}
@@ -170,17 +171,6 @@ class Trainer:
                 "resuming with changed %s: the run is no longer identical to an uninterrupted one",
                 ", ".join(changed),
             )
-
-    def _amp_dtype(self) -> torch.dtype | None:
-        """bfloat16 where the hardware has it (CUDA, or a CPU with native bf16: faster steps, docs/benchmarks.md
-        "bfloat16 autocast"), float16 on older GPUs, full precision otherwise."""
-        if not self.cfg.amp:
-            return None
-        if self.device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if self.device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
-        return None
 
     def _prepare_data(self) -> None:
         cfg = self.cfg
