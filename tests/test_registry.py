@@ -100,12 +100,16 @@ def test_missing_files_are_not_mistaken_for_hub_repos(tmp_path, monkeypatch, nam
 def test_repo_ids_go_to_the_hub_with_their_revision(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = []
-    monkeypatch.setattr(registry.hub, "download", lambda *args, **kwargs: calls.append((args, kwargs)) or tmp_path)
-    resolve_weights("someone/mma-t-x2@v1.0", 2)
+    fetched = tmp_path / "fetched"
+    fetched.write_bytes(b"weights")
+    monkeypatch.setattr(registry.hub, "download", lambda *args, **kwargs: calls.append((args, kwargs)) or fetched)
+    assert resolve_weights("someone/mma-t-x2@v1.0", 2) == fetched
     resolve_weights("someone/mma-t-x2", 2, force=True)
-    assert calls == [
+    assert calls == [  # the config.json too, so the repository then loads offline
         (("someone/mma-t-x2", "model.safetensors"), {"revision": "v1.0", "force": False}),
+        (("someone/mma-t-x2", "config.json"), {"revision": "v1.0", "force": False}),
         (("someone/mma-t-x2", "model.safetensors"), {"revision": None, "force": True}),
+        (("someone/mma-t-x2", "config.json"), {"revision": None, "force": True}),
     ]
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
 from huggingface_hub import constants as hub_constants
-from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
     HfHubHTTPError,
     HFValidationError,
@@ -107,6 +107,20 @@ def is_cached(repo_id: str, filename: str, revision: str | None = None) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
 
 
+def download_optional(repo_id: str, filename: str, *, revision: str | None = None,
+                      force: bool = False) -> Path | None:
+    """`download`, or None when the repository has no such file (also offline, once the Hub has said so:
+    huggingface_hub caches that answer)."""
+    if not force and try_to_load_from_cache(repo_id, filename, revision=revision) is _CACHED_NO_EXIST:
+        return None
+    try:
+        return download(repo_id, filename, revision=revision, force=force)
+    except WeightsNotFoundError as exc:
+        if str(exc).endswith("no such file in the repository"):
+            return None
+        raise
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -128,21 +142,15 @@ def from_pretrained(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
 ) -> MMA:
-    """A model from a local directory or Hub repo in the ModelHubMixin layout; config.json defines the network."""
+    """A network from a local directory or Hub repo in the ModelHubMixin layout; config.json defines it.
+    The same loader as `mma.load_model` (which returns the network with its source and sha256)."""
+    from mma.weights.loaded import load  # the one loader (it imports this module)
+
     local = Path(repo_or_dir)
-    if local.is_dir():
-        weights, config_file = local / WEIGHTS_NAME, local / CONFIG_NAME
-        if not weights.is_file():
-            raise CheckpointError(f"{local}: no {WEIGHTS_NAME} in this directory")
-    else:
-        parsed = parse_repo_id(os.fspath(repo_or_dir))
-        if parsed is None:
-            raise WeightsNotFoundError(f"{repo_or_dir}: neither a directory nor a Hub repository id (owner/name)")
-        repo_id, revision = parsed[0], revision or parsed[1]
-        weights = download(repo_id, WEIGHTS_NAME, revision=revision)
-        config_file = download(repo_id, CONFIG_NAME, revision=revision)
-    config = read_config(config_file) if config_file.is_file() else None
-    return model_from_file(weights, device=device, dtype=dtype, config=config)
+    if not local.is_dir() and parse_repo_id(os.fspath(repo_or_dir)) is None:
+        raise WeightsNotFoundError(f"{repo_or_dir}: neither a directory nor a Hub repository id (owner/name)")
+    name = os.fspath(repo_or_dir) + (f"@{revision}" if revision and not local.is_dir() else "")
+    return load(name).network.to(device=device, dtype=dtype).eval()
 
 
 def read_config(path: Path) -> MMAConfig:

@@ -12,7 +12,7 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -144,55 +144,51 @@ def check_scale_matches(loaded: LoadedModel, scale: int | None) -> None:
                           f"{loaded.scale} or another model")
 
 
-def _load_named(text: str, scale: int | None, force: bool) -> LoadedModel:
+@dataclass(frozen=True)
+class Located:
+    """A name turned into local files: the weights, the config.json that defines the network (if any), and
+    the source to report."""
+
+    weights: Path
+    config: Path | None
+    source: WeightsSource
+
+
+def locate(name: str | os.PathLike[str], scale: int | None = None, *, force: bool = False) -> Located:
+    """The one reading of a model name (downloading when needed; `force` downloads again). In order: a
+    weights file; a Hub-layout folder; a registry name with optional scale and tag (`scale`, default 4,
+    picks the registry scale); a Hub repository id `owner/name[@revision]`."""
+    text = os.fspath(name)
     path = Path(text).expanduser()
     if path.is_file():
-        return _from_file(path, WeightsSource("file", str(path), sha256=hub.sha256_of(path)))
+        return Located(path, None, WeightsSource("file", str(path), sha256=hub.sha256_of(path)))
     if path.is_dir() and (path / hub.WEIGHTS_NAME).is_file():
         weights = path / hub.WEIGHTS_NAME
-        config = _folder_config(path / hub.CONFIG_NAME)
-        return _from_file(weights, WeightsSource("folder", str(path), sha256=hub.sha256_of(weights)), config)
+        return Located(weights, path / hub.CONFIG_NAME, WeightsSource("folder", str(path),
+                                                                       sha256=hub.sha256_of(weights)))
     if path.is_dir() and not is_registry_name(text):  # a stray folder named like a model does not hide it
         raise CheckpointError(f"{path}: a directory without {hub.WEIGHTS_NAME}")
     if is_registry_name(text):
         entry = lookup_name(text, scale)
         weights = fetch_entry(entry, force=force)
-        config = _folder_config(weights.parent / hub.CONFIG_NAME) if entry.bundled_file() else None
-        revision = entry.hub.revision if entry.hub and not entry.bundled_file() else None
-        found = WeightsSource("registry", entry.full_name, entry.tag, revision, hub.sha256_of(weights))
-        return _from_file(weights, found, config)
+        bundled = entry.bundled_file() is not None
+        revision = entry.hub.revision if entry.hub and not bundled else None
+        source = WeightsSource("registry", entry.full_name, entry.tag, revision, hub.sha256_of(weights))
+        return Located(weights, weights.parent / hub.CONFIG_NAME if bundled else None, source)
     parsed = hub.parse_repo_id(text)
     if parsed is not None and path.suffix.lower() not in FILE_SUFFIXES:
         repo_id, revision = parsed
         weights = hub.download(repo_id, hub.WEIGHTS_NAME, revision=revision, force=force)
-        config = _hub_config(repo_id, revision, force)
-        return _from_file(weights, WeightsSource("hub", repo_id, None, revision, hub.sha256_of(weights)), config)
+        source = WeightsSource("hub", repo_id, None, revision, hub.sha256_of(weights))
+        return Located(weights, hub.download_optional(repo_id, hub.CONFIG_NAME, revision=revision, force=force),
+                       source)
     if "/" in text or os.sep in text or path.suffix.lower() in FILE_SUFFIXES:
         raise WeightsNotFoundError(f"{text}: no such weights file")
     lookup_name(text, scale)  # not a registry name: raises the registry's "unknown model" error
     raise WeightsNotFoundError(f"{text}: no such model")
 
 
-def _from_file(weights: Path, source: WeightsSource, config: MMAConfig | None = None) -> LoadedModel:
-    return LoadedModel(model_from_file(weights, config=config), source)
-
-
-def _folder_config(path: Path) -> MMAConfig | None:
-    return hub.read_config(path) if path.is_file() else None
-
-
-def _hub_config(repo_id: str, revision: str | None, force: bool) -> MMAConfig | None:
-    """The repository's config.json when it has one (files written by mma describe themselves anyway)."""
-    try:
-        return hub.read_config(hub.download(repo_id, hub.CONFIG_NAME, revision=revision, force=force))
-    except WeightsNotFoundError as exc:
-        if "no such file" in str(exc):
-            return None
-        raise
-
-
-def describe_source(loaded: LoadedModel) -> dict[str, Any]:
-    """The provenance as plain data, for reports and model cards."""
-    source = loaded.source
-    return {"kind": source.kind, "location": source.location, "tag": source.tag, "revision": source.revision,
-            "sha256": source.sha256}
+def _load_named(text: str, scale: int | None, force: bool) -> LoadedModel:
+    found = locate(text, scale, force=force)
+    config = hub.read_config(found.config) if found.config is not None and found.config.is_file() else None
+    return LoadedModel(model_from_file(found.weights, config=config), found.source)

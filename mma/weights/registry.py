@@ -138,26 +138,11 @@ def is_registry_name(text: str) -> bool:
 
 
 def resolve_weights(name: str | os.PathLike[str], scale: int | None = 4, *, force: bool = False) -> Path:
-    """The local path of the weights `name` means at `scale` (downloading them when needed).
+    """The local path of the weights `name` means at `scale` (downloading them when needed; `force` downloads
+    again). The scale only selects registry entries: a file or repository holds whatever scale it holds."""
+    from mma.weights.loaded import locate  # the one reading of a name (loaded imports this module)
 
-    `force` re-downloads a Hub file even when it is cached. The scale only selects registry entries: a file or
-    repository holds whatever scale it holds, which its metadata or shapes tell.
-    """
-    text = os.fspath(name)
-    path = Path(text).expanduser()
-    if path.is_file():
-        return path
-    if (path / hub.WEIGHTS_NAME).is_file():
-        return path / hub.WEIGHTS_NAME
-    if path.is_dir() and not is_registry_name(text):  # a stray folder named like a model does not hide it
-        raise CheckpointError(f"{path}: a directory without {hub.WEIGHTS_NAME}")
-    parsed = hub.parse_repo_id(text)
-    names_a_file = path.suffix.lower() in FILE_SUFFIXES
-    if parsed is not None and not names_a_file:
-        return hub.download(parsed[0], hub.WEIGHTS_NAME, revision=parsed[1], force=force)
-    if names_a_file or "/" in text or os.sep in text:
-        raise WeightsNotFoundError(f"{text}: no such weights file")
-    return fetch_entry(lookup_name(text, scale), force=force)
+    return locate(name, scale, force=force).weights
 
 
 def fetch_entry(entry: WeightsEntry, *, force: bool = False) -> Path:
