@@ -1,4 +1,4 @@
-"""GPU check in one call: scan parity and speed (sequential and chunked Triton kernels), network, SwinIR, upscale.
+"""GPU check in one call: scan parity and speed (both Triton kernel families), network, SwinIR, upscale.
 
 Run on a machine with a CUDA GPU; without one it says so and exits 0 (unless `--quick`). Sections, each
 printed as lines or markdown tables:
@@ -20,8 +20,8 @@ section is skipped with a printed line, so the call ends in time. Exit status 1 
     python benchmarks/gpu_check.py                  # the scan sections (about 3 minutes)
     timeout 540 python benchmarks/gpu_check.py --all --repeat 5   # everything, one call
     python benchmarks/gpu_check.py --network-only   # the network table alone
-    python benchmarks/gpu_check.py --all --quick    # dry run with tiny sizes; on a CPU the Triton kernels
-                                                    # run in Triton's interpreter, the network on the CPU backend
+    python benchmarks/gpu_check.py --all --quick    # dry run with tiny sizes; on a CPU the Triton
+                                                    # kernels run in the interpreter, the network on `cpu`
     pip install "mma-sr[cuda]"   # mamba-ssm + causal-conv1d, for the cuda backend
 """
 
@@ -123,7 +123,7 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def scan_with(name: str) -> Callable[..., torch.Tensor]:
     """The scan of a name: a dispatch backend, "torch-loop" / "torch-chunked" (the torch backend's orders) or
-    "triton-sequential" / "triton-chunked" (the triton backend's kernel families, bypassing its shape rule)."""
+    "triton-sequential" / "triton-chunked" (the triton backend's two kernel families, bypassing its rule)."""
     kind, _, method = name.partition("-")
     if kind == "torch" and method:
         return lambda reverse, **x: scan_torch.selective_scan(**x, delta_softplus=True, reverse=reverse, method=method)
@@ -145,6 +145,11 @@ def wall_ms(func: Callable[[], object], repeat: int) -> float:
         sync()
         times.append(time.perf_counter() - start)
     return 1e3 * min(times)
+
+
+def timed_ms(func: Callable[[], object], repeat: int, digits: int = 2) -> str:
+    """`wall_ms` as text, or what went wrong."""
+    return guarded(lambda: f"{wall_ms(func, repeat):.{digits}f}")
 
 
 def guarded(func: Callable[[], str]) -> str:
@@ -173,7 +178,8 @@ def parity_references(sizes: Sizes) -> dict[bool, tuple]:
         ref_in = {k: v.double().requires_grad_(True) for k, v in x.items()}
         ref = reference.selective_scan(**ref_in, delta_softplus=True, reverse=reverse)
         weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        cases[reverse] = x, weight, ref.detach(), torch.autograd.grad((ref * weight).sum(), list(ref_in.values()))
+        ref_grads = torch.autograd.grad((ref * weight).sum(), list(ref_in.values()))
+        cases[reverse] = x, weight, ref.detach(), ref_grads
     return cases
 
 
@@ -229,7 +235,7 @@ def scan_speed(names: list[str], device: torch.device, sizes: Sizes, repeat: int
         x = {k: v.to(device) for k, v in make_inputs(batch, channels, length, sizes.nstate).items()}
         for name in names:
             with torch.no_grad():
-                ms = guarded(lambda n=name, x=x: f"{wall_ms(lambda: scan_with(n)(False, **x), repeat):.3f}")
+                ms = timed_ms(lambda n=name, x=x: scan_with(n)(False, **x), repeat, 3)
             print(f"| {name} | {batch} | {channels} | {length} | {ms} | "
                   f"{scan_triton.choose_method(batch, channels, length)} |", flush=True)
 
@@ -243,10 +249,11 @@ def train_scan_speed(names: list[str], device: torch.device, sizes: Sizes, repea
     for batch, channels, length in sizes.train:
         if clock.spent(f"forward + backward ({batch}, {channels}, {length})"):
             return
-        x = {k: v.to(device).requires_grad_(True) for k, v in make_inputs(batch, channels, length, sizes.nstate).items()}
+        x = make_inputs(batch, channels, length, sizes.nstate)
+        x = {k: v.to(device).requires_grad_(True) for k, v in x.items()}
         upstream = torch.randn(batch, channels, length, device=device)
         for name in names:
-            ms = guarded(lambda n=name, x=x, up=upstream: f"{wall_ms(lambda: forward_backward(n, x, up), repeat):.2f}")
+            ms = timed_ms(lambda n=name, x=x, up=upstream: forward_backward(n, x, up), repeat)
             print(f"| {name} | {batch} | {channels} | {length} | {ms} |", flush=True)
 
 
@@ -257,8 +264,11 @@ def chunked_sweep(device: torch.device, sizes: Sizes, repeat: int, clock: Clock)
 
     shipped = tuple(getattr(chunked, k) for k in ("CHUNK", "BLOCK_D", "GRAD_BLOCK_D", "NUM_WARPS"))
     fwd = {k: v.to(device) for k, v in make_inputs(*sizes.sweep_forward, nstate=sizes.nstate).items()}
-    train = {k: v.to(device).requires_grad_(True) for k, v in make_inputs(*sizes.train[0], sizes.nstate).items()}
-    upstream = torch.randn(sizes.train[0], device=device)
+    train = {k: v.to(device).requires_grad_(True)
+             for k, v in make_inputs(*sizes.train[0], sizes.nstate).items()}
+    up = torch.randn(sizes.train[0], device=device)
+    chunked_name = "triton-chunked"
+    chunked_scan = scan_with(chunked_name)
     print(f"| CHUNK | BLOCK_D | GRAD_BLOCK_D | NUM_WARPS | forward ms {sizes.sweep_forward} "
           f"| forward + backward ms {sizes.train[0]} |\n|---:|---:|---:|---:|---:|---:|")
     try:
@@ -267,8 +277,8 @@ def chunked_sweep(device: torch.device, sizes: Sizes, repeat: int, clock: Clock)
                 break
             chunked.CHUNK, chunked.BLOCK_D, chunked.GRAD_BLOCK_D, chunked.NUM_WARPS = shape
             with torch.no_grad():
-                forward = guarded(lambda: f"{wall_ms(lambda: scan_with('triton-chunked')(False, **fwd), repeat):.3f}")
-            both = guarded(lambda: f"{wall_ms(lambda: forward_backward('triton-chunked', train, upstream), repeat):.2f}")
+                forward = timed_ms(lambda: chunked_scan(False, **fwd), repeat, 3)
+            both = timed_ms(lambda: forward_backward(chunked_name, train, up), repeat)
             print(f"| {' | '.join(map(str, shape))} | {forward}{' (shipped)' if shape == shipped else ''} "
                   f"| {both} |", flush=True)
     finally:
@@ -280,8 +290,9 @@ def chunked_sweep(device: torch.device, sizes: Sizes, repeat: int, clock: Clock)
             if clock.spent(f"sequential shape {(block, warps)}"):
                 break
             scan_triton.BLOCK_D, scan_triton.NUM_WARPS = block, warps
-            ms = guarded(lambda: f"{wall_ms(lambda: forward_backward('triton-sequential', train, upstream), repeat):.2f}")
-            print(f"| {block} | {warps} | {ms}{' (shipped)' if (block, warps) == chosen else ''} |", flush=True)
+            ms = timed_ms(lambda: forward_backward("triton-sequential", train, up), repeat)
+            print(f"| {block} | {warps} | {ms}{' (shipped)' if (block, warps) == chosen else ''} |",
+                  flush=True)
     finally:
         scan_triton.BLOCK_D, scan_triton.NUM_WARPS = chosen
 
@@ -305,18 +316,19 @@ def time_model(model: torch.nn.Module, image: torch.Tensor, dtype: torch.dtype, 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    def run() -> str:
+    def run() -> None:
         with torch.no_grad(), torch.autocast(device.type, dtype, enabled=dtype != torch.float32):
-            return f"{wall_ms(lambda: model(image), repeat):.1f}"
+            model(image)
 
-    ms = guarded(run)
+    ms = timed_ms(run, repeat, 1)
     peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f}" if device.type == "cuda" else "-"
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return f"{ms} | {peak}"
 
 
-def network_speed(device: torch.device, backends: list[str | None], sizes: Sizes, repeat: int, clock: Clock) -> None:
+def network_speed(device: torch.device, backends: list[str | None], sizes: Sizes, repeat: int,
+                  clock: Clock) -> None:
     """Forward time per model, input size, scan backend (None: the automatic choice) and dtype."""
     from mma import build_model
 
@@ -335,7 +347,8 @@ def network_speed(device: torch.device, backends: list[str | None], sizes: Sizes
             if (variant, scale, size) == ("mma-t", 2, sizes.images[0]) and "triton" in backends:
                 model.set_scan_backend("triton")
                 with sequential_only():
-                    print(f"| {variant} x{scale} | triton, sequential kernel only | float32 | {size}x{size} | "
+                    print(f"| {variant} x{scale} | triton, sequential kernel only | float32 | {size}x{size} "
+                          "| "
                           f"{time_model(model, image, torch.float32, repeat)} |", flush=True)
         del model
 
@@ -409,12 +422,16 @@ def upscale_speed(device: torch.device, sizes: Sizes, clock: Clock) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all", action="store_true", help="scan sections, then network, SwinIR-light, upscale")
-    parser.add_argument("--network", action="store_true", help="also time the whole network (mma.build_model)")
+    parser.add_argument("--all", action="store_true",
+                        help="the scan sections, then network, SwinIR-light and mma.upscale")
+    parser.add_argument("--network", action="store_true",
+                        help="also time the whole network (mma.build_model)")
     parser.add_argument("--network-only", action="store_true", help="time the network, skip the scan checks")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per case (minimum reported)")
-    parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every section's time budget")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes; runs on a CPU (a dry run of the script)")
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="multiply every section's time budget")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes; runs on a CPU (a dry run of the script)")
     parser.add_argument("--backends", nargs="+", help="scans to check (default: torch-loop, torch-chunked, "
                         "triton-sequential, triton-chunked, and cuda where it runs)")
     args = parser.parse_args()

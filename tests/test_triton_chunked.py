@@ -1,4 +1,4 @@
-"""The chunked Triton scan (`mma.ops._triton_chunked`) against the float64 reference, and the rule that picks it.
+"""The chunked Triton scan (`mma.ops._triton_chunked`) against the float64 reference; the rule that picks it.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors (TRITON_INTERPRET=1), with small chunks
 and channel blocks so that short sequences still span several chunks, several blocks of the carry walk, a
@@ -62,7 +62,8 @@ def small_chunks(monkeypatch):
     """8-step chunks, 4-channel blocks and a carry walk of 2 chunks a step: every boundary in a few tokens."""
     from mma.ops import _triton_chunked
 
-    for name, value in (("CHUNK", 8), ("BLOCK_D", 4), ("GRAD_BLOCK_D", 4), ("CARRY_CHUNKS", 2), ("CARRY_LANES", 8)):
+    sizes = {"CHUNK": 8, "BLOCK_D": 4, "GRAD_BLOCK_D": 4, "CARRY_CHUNKS": 2, "CARRY_LANES": 8}
+    for name, value in sizes.items():
         monkeypatch.setattr(_triton_chunked, name, value)
 
 

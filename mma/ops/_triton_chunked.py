@@ -41,7 +41,7 @@ def _combine(a_first, x_first, a_then, x_then):
 
 @triton.jit
 def _load_tile(row, stride, ok, steps, length, DTYPE: tl.constexpr, REVERSE: tl.constexpr):
-    """(len(row), len(steps)) values of the scan steps `steps` in DTYPE; zeros for steps outside [0, length)."""
+    """(len(row), len(steps)) values of the scan steps `steps` in DTYPE; zeros outside [0, length)."""
     tokens = _token(steps, length, REVERSE)
     mask = ok[:, None] & ((steps >= 0) & (steps < length))[None, :]
     return tl.load(row[:, None] + tokens[None, :] * stride, mask=mask, other=0.0).to(DTYPE)
@@ -89,7 +89,8 @@ def _summary_offsets(b, chunk, d, n, chunks, channels, nstate):
 def chunk_ends(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, dy_ptr, ends_ptr, decays_ptr,
     length, channels, nstate, chunks,
-    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st, dy_sb, dy_sd, dy_st,
+    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st,
+    dy_sb, dy_sd, dy_st,
     DTYPE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
     REVERSE: tl.constexpr, GRADIENT: tl.constexpr,
 ):
@@ -97,15 +98,16 @@ def chunk_ends(
 
     Forward (GRADIENT False): h at the chunk's last step. Backward (GRADIENT True): g at its first step,
     the scan of (a_{s+1}, dy_s C_s) from the last step back. C and dy are read only for GRADIENT."""
-    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate, DTYPE, BLOCK_D, BLOCK_N,
-                                                  CHUNK)
+    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate,
+                                                  DTYPE, BLOCK_D, BLOCK_N, CHUNK)
     dl_row = delta_ptr + b * dl_sb + d * dl_sd
     if GRADIENT:
         dy = _load_tile(dy_ptr + b * dy_sb + d * dy_sd, dy_st, d_ok, steps, length, DTYPE, REVERSE)
         Ct = _load_tile(C_ptr + b * C_sb + n * C_sn, C_st, n_ok, steps, length, DTYPE, REVERSE)
         dl_next = _load_tile(dl_row, dl_st, d_ok, steps + 1, length, DTYPE, REVERSE)
         decay, total = tl.associative_scan(
-            (tl.exp(dl_next[:, None, :] * A[:, :, None]), dy[:, None, :] * Ct[None, :, :]), 2, _combine, reverse=True
+            (tl.exp(dl_next[:, None, :] * A[:, :, None]), dy[:, None, :] * Ct[None, :, :]), 2, _combine,
+            reverse=True,
         )
         index = 0
     else:
@@ -159,14 +161,15 @@ def chunk_output(
     REVERSE: tl.constexpr,
 ):
     """y[b, d, t] = sum_n C[b, n, t] h[d, n, t] over one chunk, from the chunk's initial state."""
-    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate, DTYPE, BLOCK_D, BLOCK_N,
-                                                  CHUNK)
+    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate,
+                                                  DTYPE, BLOCK_D, BLOCK_N, CHUNK)
     chunk = tl.program_id(0)
     u = _load_tile(u_ptr + b * u_sb + d * u_sd, u_st, d_ok, steps, length, DTYPE, REVERSE)
     dl = _load_tile(delta_ptr + b * dl_sb + d * dl_sd, dl_st, d_ok, steps, length, DTYPE, REVERSE)
     Bt = _load_tile(B_ptr + b * B_sb + n * B_sn, B_st, n_ok, steps, length, DTYPE, REVERSE)
     Ct = _load_tile(C_ptr + b * C_sb + n * C_sn, C_st, n_ok, steps, length, DTYPE, REVERSE)
-    init = tl.load(inits_ptr + _summary_offsets(b, chunk, d, n, chunks, channels, nstate), mask=dn_ok, other=0.0)
+    where = _summary_offsets(b, chunk, d, n, chunks, channels, nstate)
+    init = tl.load(inits_ptr + where, mask=dn_ok, other=0.0)
     a, x = _pairs(u, dl, Bt, A)
     x += tl.where((tl.arange(0, CHUNK) == 0)[None, None, :], a * init[:, :, None], 0.0)
     _, h = tl.associative_scan((a, x), 2, _combine)
@@ -181,16 +184,17 @@ def chunk_gradients(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, dy_ptr, h_inits_ptr, g_inits_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
     length, channels, nstate, chunks, blocks,
-    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st, dy_sb, dy_sd, dy_st,
+    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st,
+    dy_sb, dy_sd, dy_st,
     DTYPE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
     REVERSE: tl.constexpr,
 ):
     """One chunk's gradients: du, ddelta (batch, L, D); dA per chunk (batch, chunks, D, N); dB, dC per
     channel block (batch, blocks, L, N). With g = dLoss/dh and h_before = h_{s-1}:
-        du = delta sum_n g B      ddelta = u sum_n g B + sum_n A g a h_before      dA = sum_s delta g a h_before
-        dB = sum_d g delta u      dC = sum_d dy h"""
-    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate, DTYPE, BLOCK_D, BLOCK_N,
-                                                  CHUNK)
+        du = delta sum_n g B        ddelta = u sum_n g B + sum_n A g a h_before
+        dA = sum_s delta g a h_before        dB = sum_d g delta u        dC = sum_d dy h"""
+    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate,
+                                                  DTYPE, BLOCK_D, BLOCK_N, CHUNK)
     chunk, block = tl.program_id(0), tl.program_id(1)
     u_row, dl_row = u_ptr + b * u_sb + d * u_sd, delta_ptr + b * dl_sb + d * dl_sd
     B_row = B_ptr + b * B_sb + n * B_sn
@@ -227,7 +231,8 @@ def chunk_gradients(
     in_seq = (steps < length)[None, :]
     per_token = b * length * channels + tokens[None, :] * channels + d[:, None]
     tl.store(du_ptr + per_token, g_B * dl, mask=d_ok[:, None] & in_seq)
-    tl.store(ddelta_ptr + per_token, g_B * u + tl.sum(g_decay * A[:, :, None], axis=1), mask=d_ok[:, None] & in_seq)
+    d_in_seq = d_ok[:, None] & in_seq
+    tl.store(ddelta_ptr + per_token, g_B * u + tl.sum(g_decay * A[:, :, None], axis=1), mask=d_in_seq)
     tl.store(dA_ptr + summary, tl.sum(g_decay * dl[:, None, :], axis=2), mask=dn_ok)
     per_block = ((b * blocks + block) * length + tokens[None, :]) * nstate + n[:, None]
     tl.store(dB_ptr + per_block, tl.sum(g * (dl * u)[:, None, :], axis=0), mask=n_ok[:, None] & in_seq)
@@ -248,7 +253,7 @@ CARRY_CHUNKS = 32  # chunks per step of the `carry` walk
 
 def forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
             reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scan output (batch, D, L) in channels-last memory, and the state entering every chunk (for backward)."""
+    """Scan output (batch, D, L) in channels-last memory, and each chunk's initial state (for backward)."""
     batch, channels, length = u.shape
     chunk, chunks = _chunking(length)
     y = u.new_empty(batch, length, channels, dtype=delta.dtype).transpose(1, 2)
@@ -259,8 +264,9 @@ def forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tens
     common = (length, channels, A.shape[1], chunks, *u.stride(), *delta.stride(), *A.stride(), *B.stride(),
               *C.stride())
     ends, decays = torch.empty_like(h_inits), torch.empty_like(h_inits)
-    chunk_ends[grid](u, delta, A, B, C, y, ends, decays, *common, *y.stride(),  # y stands in for the unread dy
-                     REVERSE=reverse, GRADIENT=False, **constants)
+    # y stands in for dy, which this pass does not read
+    chunk_ends[grid](u, delta, A, B, C, y, ends, decays, *common, *y.stride(), REVERSE=reverse,
+                     GRADIENT=False, **constants)
     _carry(ends, decays, h_inits, backward=False)
     chunk_output[grid](u, delta, A, B, C, h_inits, y, *common, *y.stride(), REVERSE=reverse, **constants)
     return y, h_inits
@@ -287,8 +293,8 @@ def backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
         chunk_ends[ends_grid](u, delta, A, B, C, dy, ends, decays, *common, REVERSE=reverse, GRADIENT=True,
                               **ends_constants)
         _carry(ends, decays, g_inits, backward=True)
-        chunk_gradients[grid](u, delta, A, B, C, dy, h_inits, g_inits, du, ddelta, dA, dB, dC, *common[:4], blocks,
-                              *common[4:], REVERSE=reverse, **constants)
+        chunk_gradients[grid](u, delta, A, B, C, dy, h_inits, g_inits, du, ddelta, dA, dB, dC, *common[:4],
+                              blocks, *common[4:], REVERSE=reverse, **constants)
     return (du.transpose(1, 2), ddelta.transpose(1, 2), dA.sum((0, 1)), dB.sum(1).transpose(1, 2),
             dC.sum(1).transpose(1, 2))
 
@@ -299,7 +305,8 @@ def _chunking(length: int) -> tuple[int, int]:
     return chunk, triton.cdiv(length, chunk)
 
 
-def _launch(delta: torch.Tensor, A: torch.Tensor, chunk: int, chunks: int, block_d: int) -> tuple[tuple, dict]:
+def _launch(delta: torch.Tensor, A: torch.Tensor, chunk: int, chunks: int,
+            block_d: int) -> tuple[tuple, dict]:
     """The (chunks, channel blocks, batch) grid and the compile-time constants of the per-chunk kernels."""
     batch, channels, _ = delta.shape
     constants = {"DTYPE": _dtype(delta), "BLOCK_D": block_d, "BLOCK_N": triton.next_power_of_2(A.shape[1]),
@@ -313,7 +320,8 @@ def _carry(ends: torch.Tensor, decays: torch.Tensor, inits: torch.Tensor, backwa
     lanes = channels * nstate
     carry[(batch, triton.cdiv(lanes, CARRY_LANES))](
         ends, decays, inits, chunks, lanes, DTYPE=_dtype(ends), BLOCK_LANES=CARRY_LANES,
-        CARRY_CHUNKS=min(CARRY_CHUNKS, triton.next_power_of_2(chunks)), BACKWARD=backward, num_warps=NUM_WARPS,
+        CARRY_CHUNKS=min(CARRY_CHUNKS, triton.next_power_of_2(chunks)), BACKWARD=backward,
+        num_warps=NUM_WARPS,
     )
 
 

@@ -62,7 +62,7 @@ def selective_scan(
     reverse: bool = False,
     method: str | None = None,
 ) -> Tensor:
-    """Same contract as `mma.ops.selective_scan`; float64 stays float64, every other dtype computes in float32.
+    """Same contract as `mma.ops.selective_scan`; float64 stays float64, other dtypes compute in float32.
 
     `method` ("sequential" / "chunked") picks the kernels; by default `choose_method` does, by shape."""
     if method is None:
@@ -109,7 +109,7 @@ class _SelectiveScan(torch.autograd.Function):
 
 
 def _chunked():
-    """The chunked kernels' module, imported on first use (importing triton is slow, and not always possible)."""
+    """The chunked kernels' module, imported on first use (importing triton is slow, and may fail)."""
     from mma.ops import _triton_chunked
 
     return _triton_chunked
