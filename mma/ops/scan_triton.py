@@ -1,11 +1,16 @@
-"""The `triton` backend: the fused scan of `mma.ops._triton_kernels` behind a torch autograd Function.
+"""The `triton` backend: our fused Triton scans behind a torch autograd Function.
 
 It is the fast GPU scan where mamba-ssm is not installed: Triton ships with CUDA builds of torch, so it
 needs no compiler and no extra package. The kernels do the recurrence and the C contraction (and their
 gradients) without building per-token (batch, D, L, N) tensors; softplus(delta + delta_bias), the D skip
-and the SiLU(z) gate are elementwise and stay in torch, whose autograd differentiates them. Forward keeps
-every state when gradients are needed (batch x L x D x N values: 0.2 GB per scan for a batch of 16 48x48
-MMA-T patches), so backward needs no recomputation.
+and the SiLU(z) gate are elementwise and stay in torch, whose autograd differentiates them.
+
+Two kernel families, chosen per call by `choose_method`:
+- `sequential` (`mma.ops._triton_kernels`): one program per (batch item, 16 channels) walks all L tokens.
+  Forward keeps every state when gradients are needed (batch x L x D x N values: 0.2 GB per scan for a
+  batch of 16 48x48 MMA-T patches), so backward needs no recomputation.
+- `chunked` (`mma.ops._triton_chunked`): the sequence cut into chunks scanned in parallel, so that one
+  long sequence still fills the GPU; forward keeps one state per chunk and backward recomputes the rest.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ from mma.ops.scan_torch import effective_delta, skip_and_gate
 # time is latency, not arithmetic: small blocks give more programs to run side by side.
 BLOCK_D = 16
 NUM_WARPS = 1
+
+# The chunked kernels' rule (first guesses, to be tuned on a GPU with benchmarks/gpu_check.py, which times
+# both kernels): the sequential walk is kept for short sequences (under 512 steps it takes under 0.25 ms
+# at the 0.48 us a step measured on an H200, little for three launches to win back), and where it already
+# has enough programs to fill the GPU: about 8 one-warp programs on each of an H200's 132 multiprocessors.
+CHUNKED_MIN_LENGTH = 512
+SEQUENTIAL_MIN_PROGRAMS = 1024
+METHODS = ("sequential", "chunked")
 
 
 @cache
@@ -47,32 +60,59 @@ def selective_scan(
     delta_softplus: bool = False,
     *,
     reverse: bool = False,
+    method: str | None = None,
 ) -> Tensor:
-    """Same contract as `mma.ops.selective_scan`; float64 stays float64, every other dtype computes in float32."""
+    """Same contract as `mma.ops.selective_scan`; float64 stays float64, other dtypes compute in float32.
+
+    `method` ("sequential" / "chunked") picks the kernels; by default `choose_method` does, by shape."""
+    if method is None:
+        method = choose_method(*u.shape)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     compute = torch.float64 if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype) else torch.float32
     delta = effective_delta(delta, delta_bias, delta_softplus, compute)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
-        y = _SelectiveScan.apply(u, delta, A, B, C, reverse)
+        y = _SelectiveScan.apply(u, delta, A, B, C, reverse, method)
+    elif method == "chunked":
+        y, _ = _chunked().forward(u, delta, A, B, C, reverse)
     else:
         y, _ = _forward(u, delta, A, B, C, reverse, keep_states=False)
     return skip_and_gate(y, u, D, z).to(u.dtype)
+
+
+def choose_method(batch: int, channels: int, length: int) -> str:
+    """"chunked" where the sequential kernel would leave the GPU idle: L >= CHUNKED_MIN_LENGTH and fewer
+    than SEQUENTIAL_MIN_PROGRAMS sequential programs (batch x ceil(D / BLOCK_D)); else "sequential"."""
+    programs = batch * -(-channels // BLOCK_D)
+    return "chunked" if length >= CHUNKED_MIN_LENGTH and programs < SEQUENTIAL_MIN_PROGRAMS else "sequential"
 
 
 class _SelectiveScan(torch.autograd.Function):
     """The recurrence and C contraction: (u, delta, A, B, C) -> y, delta already softplus-ed."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, reverse):
-        y, states = _forward(u, delta, A, B, C, reverse, keep_states=True)
-        ctx.save_for_backward(u, delta, A, B, C, states)
-        ctx.reverse = reverse
+    def forward(ctx, u, delta, A, B, C, reverse, method):
+        if method == "chunked":  # kept: the state entering each chunk
+            y, kept = _chunked().forward(u, delta, A, B, C, reverse)
+        else:  # kept: every state
+            y, kept = _forward(u, delta, A, B, C, reverse, keep_states=True)
+        ctx.save_for_backward(u, delta, A, B, C, kept)
+        ctx.reverse, ctx.method = reverse, method
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        u, delta, A, B, C, states = ctx.saved_tensors
-        grads = _backward(u, delta, A, B, C, states, dy, ctx.reverse)
-        return (*(g.to(t.dtype) for g, t in zip(grads, (u, delta, A, B, C))), None)
+        u, delta, A, B, C, kept = ctx.saved_tensors
+        backward = _chunked().backward if ctx.method == "chunked" else _backward
+        grads = backward(u, delta, A, B, C, kept, dy, ctx.reverse)
+        return (*(g.to(t.dtype) for g, t in zip(grads, (u, delta, A, B, C))), None, None)
+
+
+def _chunked():
+    """The chunked kernels' module, imported on first use (importing triton is slow, and may fail)."""
+    from mma.ops import _triton_chunked
+
+    return _triton_chunked
 
 
 def _launch_shape(delta: Tensor, A: Tensor) -> tuple[tuple[int, int], dict]:
