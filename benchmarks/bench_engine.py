@@ -30,7 +30,7 @@ def spin(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-
         sum(range(10_000))
 
 
-def best_of(repeats: int, run) -> float:  # noqa: ANN001
+def best_of(repeats: int, run) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -43,7 +43,7 @@ def threads_table(repeats: int) -> None:
     model = mma.load_model("mma-t", 4, device="cpu")
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     all_cpus = usable_cpus()
-    print("| machine | threads | chosen | seconds (best of %d) |" % repeats)
+    print(f"| machine | threads | chosen | seconds (best of {repeats}) |")
     print("|---|---|---|---|")
     for label in ("quiet", "one core busy"):
         stop = multiprocessing.Event()
@@ -69,7 +69,7 @@ def batch_table(repeats: int) -> None:
     model = mma.load_model("mma-t", 2, device="cpu")
     image = np.random.default_rng(1).random((192, 192, 3)).astype(np.float32)
     reference = None
-    print("\n| tiles per forward | seconds (best of %d) | max abs difference to 1 |" % repeats)
+    print(f"\n| tiles per forward | seconds (best of {repeats}) | max abs difference to 1 |")
     print("|---|---|---|")
     for batch in (1, 2, 4, 8):
         engine = Engine(model, device="cpu", tile=64, overlap=16, batch=batch)

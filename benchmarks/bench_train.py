@@ -1,5 +1,6 @@
-"""Training throughput: iterations/s and patches/s of the real training step (forward, L1, backward, Adam,
-scheduler, EMA), and the time the data pipeline needs per batch, for MMA-T x2 at batch 16, LR 64x64.
+"""Training throughput: iterations/s and patches/s of the real training step (forward, L1, backward, Adam
+with the schedule's learning rate, EMA), and the time the data pipeline needs per batch, for MMA-T x2 at
+batch 16, LR 64x64. `step_times` is also what benchmarks/gpu_train.py sweeps batch and patch sizes with.
 
 Usage: python benchmarks/bench_train.py [--data DIR] [--batch 16] [--patch 64] [--scale 2] [--warmup 1]
        [--steps 3] [--device cpu] [--variant mma-t] [--no-amp]
@@ -14,6 +15,7 @@ import platform
 import resource
 import tempfile
 import time
+from math import inf
 from pathlib import Path
 
 import torch
@@ -25,6 +27,58 @@ from mma.train.distributed import setup
 from mma.train.loop import Trainer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "T91"
+
+
+def bench_trainer(
+    data: Path,
+    out: str,
+    device: str,
+    *,
+    variant: str = "mma-t",
+    scale: int = 2,
+    batch: int = 16,
+    patch: int = 64,
+    amp: bool = True,
+) -> Trainer:
+    """A fresh training run of the `cpu-small` recipe on `data` in `out` (nothing held out), ready to step."""
+    cfg = build_config(
+        "cpu-small",
+        overrides={
+            "train": [str(data)],
+            "val_split": 0,
+            "variant": variant,
+            "scale": scale,
+            "batch": batch,
+            "patch": patch,
+            "device": device,
+            "amp": amp,
+            "out": out,
+        },
+    )
+    return Trainer(cfg, setup(cfg.device))
+
+
+def step_times(
+    trainer: Trainer, batch: int, patch: int, warmup: int, steps: int, limit_s: float = inf
+) -> list[float]:
+    """Seconds of each of `steps` training steps of `trainer` on `batch` LR patches of `patch` pixels, after
+    `warmup` untimed ones (kernel compilation, autotuning, the allocator). The batches are cut before the
+    clock starts, so only the step is timed; `.item()` waits for the device. Steps stop once `limit_s` has
+    passed since the first one, so a slow configuration cannot eat a time budget (at least one is timed)."""
+    data = PatchDataset(trainer.store, patch, trainer.cfg.seed)
+    batches = list(make_loader(data, IterationBatches(0, warmup + steps, batch), workers=0, pin_memory=False))
+    begin = time.perf_counter()
+    trainer.model.train()
+    for lr, hr in batches[:warmup]:
+        trainer.step(lr, hr).item()
+    times: list[float] = []
+    for lr, hr in batches[warmup:]:
+        start = time.perf_counter()
+        trainer.step(lr, hr).item()
+        times.append(time.perf_counter() - start)
+        if time.perf_counter() - begin > limit_s:
+            break
+    return times
 
 
 def main() -> None:
@@ -42,37 +96,24 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = build_config(
-            "cpu-small",
-            overrides={
-                "train": [str(args.data)],
-                "val_split": 0,
-                "variant": args.variant,
-                "scale": args.scale,
-                "batch": args.batch,
-                "patch": args.patch,
-                "device": args.device,
-                "amp": args.amp,
-                "out": out,
-            },
-        )
         start = time.perf_counter()
-        trainer = Trainer(cfg, setup(cfg.device))
+        trainer = bench_trainer(
+            args.data,
+            out,
+            args.device,
+            variant=args.variant,
+            scale=args.scale,
+            batch=args.batch,
+            patch=args.patch,
+            amp=args.amp,
+        )
+        cfg = trainer.cfg
         prepare = time.perf_counter() - start
         data = PatchDataset(trainer.store, cfg.patch, cfg.seed)
-        batches = list(make_loader(data, IterationBatches(0, 64, cfg.batch), workers=0, pin_memory=False))
         start = time.perf_counter()
         list(make_loader(data, IterationBatches(0, 64, cfg.batch), workers=0, pin_memory=False))
         data_ms = (time.perf_counter() - start) / 64 * 1000
-
-        trainer.model.train()
-        for lr, hr in batches[: args.warmup]:
-            trainer.step(lr, hr)
-        times = []
-        for lr, hr in batches[args.warmup : args.warmup + args.steps]:
-            start = time.perf_counter()
-            loss = trainer.step(lr, hr).item()
-            times.append(time.perf_counter() - start)
+        times = step_times(trainer, cfg.batch, cfg.patch, args.warmup, args.steps)
 
     seconds = sum(times) / len(times)
     print(
@@ -89,8 +130,7 @@ def main() -> None:
     print(f"data: {data_ms:.1f} ms per batch in the main process")
     print(
         f"step: {seconds:.2f} s/it (min {min(times):.2f}, max {max(times):.2f}, {len(times)} steps after "
-        f"{args.warmup} warm-up) -> {1 / seconds:.3f} it/s, {args.batch / seconds:.2f} patches/s; "
-        f"last loss {loss:.4f}"
+        f"{args.warmup} warm-up) -> {1 / seconds:.3f} it/s, {args.batch / seconds:.2f} patches/s"
     )
     print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# One job on a GPU machine, prepared ahead so that a short allotment (e.g. 15 minutes) goes to the work:
+# One job on a GPU machine that checks the GPU path and trains a little on the side, prepared ahead so
+# that a short allotment (e.g. 15 minutes) goes to the work. A job that is mostly training (a sweep of
+# batch and patch sizes, main runs continued at the chosen batch, decay branches for release) is
+# benchmarks/gpu_train.py, the training entry point; this script keeps the run's own recipe:
 #   1. scan backends on CUDA against the float64 reference, half precision, scan speed (gpu_check.py);
 #      when a parity check fails, the rest runs on the pure-PyTorch scan (MMA_SCAN_BACKEND=torch);
 #   2. training-step time of the run's recipe (bench_train.py), which sizes the burst;
-#   3. a training burst: resume RUN_DIR on the GPU for about BURST seconds, its schedule sized to end
-#      inside them; the run's files are copied to $OUT as soon as it stops;
+#   3. a training burst: resume RUN_DIR on the GPU for about BURST seconds with a larger --iters, sized
+#      from the measured step to end inside them. The burst continues the run at its own rate: the
+#      learning rate is a function of the iteration and the saved schedule, and a larger --iters does not
+#      rescale milestones (since 2026-11-29), so a constant main run simply runs on to the larger --iters
+#      (undecayed: branch it for a release, docs/training.md); the run's files are copied to $OUT as soon
+#      as it stops;
 #   4. whole-network speed, then mma.upscale with the bundled weights of the run's scale in
 #      fp32/bf16/fp16 on Set5 and Set14 (gpu_upscale.py).
 # Stages after the burst get whatever is left of TOTAL seconds, so the job ends inside its limit.
@@ -53,7 +60,7 @@ start=$($py -c "import torch, sys; print(torch.load(sys.argv[1], weights_only=Tr
 # 20 s for data preparation, validations and checkpoints; 10% slack on the measured step.
 iters=$($py -c "import sys; print(int(sys.argv[1]) + int((int(sys.argv[2]) - 20) / (1.1 * float(sys.argv[3] or 1))))" \
     "$start" "$burst" "$step")
-echo "== burst: $run from iteration $start to $iters (${step:-?} s/it measured)"
+echo "== burst: $run from iteration $start to $iters at its own rate (${step:-?} s/it measured)"
 timeout --foreground -k 30 "$burst" $py -m mma train --resume --out "$run" --iters "$iters" --device "$device" 2>"$out/burst.log"
 echo "burst exit status $?"
 tr '\r' '\n' <"$out/burst.log" | grep -v -e '^training:' -e '^preparing LR images:' -e '^ *$' | tail -n 15

@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -60,6 +61,7 @@ def load_script() -> Callable[[str], ModuleType]:
     def load(relative: str) -> ModuleType:
         spec = importlib.util.spec_from_file_location(Path(relative).stem + "_script", REPO / relative)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
         return module
 

@@ -46,9 +46,12 @@ def test_every_preset_builds_and_is_described() -> None:
     assert set(DESCRIPTIONS) == set(PRESETS)
     for name in PRESETS:
         cfg = build_config(name)
-        assert cfg.milestones[-1] < cfg.iters and cfg.out == f"runs/{name}"
+        assert all(m < cfg.iters for m in cfg.milestones) and cfg.out == f"runs/{name}"
     small = build_config("cpu-small")
     assert small.variant == "mma-t" and small.batch <= 16 and small.val_split > 0
+    opened = build_config("cpu-open")  # cpu-small as an open-ended main run
+    assert (opened.schedule, opened.lr, opened.warmup, opened.milestones) == ("constant", 2.5e-4, 500, ())
+    assert (opened.batch, opened.patch, opened.val_split) == (small.batch, small.patch, small.val_split)
 
 
 def test_flags_override_the_file_which_overrides_the_preset(tmp_path: Path) -> None:

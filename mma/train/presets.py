@@ -48,6 +48,16 @@ _CPU_SMALL: dict[str, Any] = {
     "save_every": 250,
     "log_every": 10,
 }
+# The open-ended form of cpu-small (docs/training.md, "Schedules, extension and branches"): a main run at
+# a constant rate after a short warm-up, continued with a larger --iters and released through decay branches.
+_CPU_OPEN: dict[str, Any] = {
+    **_CPU_SMALL,
+    "schedule": "constant",
+    "lr": 2.5e-4,
+    "milestones": (),
+    "warmup": 500,
+    "iters": 40_000,
+}
 _CPU_TINY: dict[str, Any] = {
     **_CPU_SMALL,
     "model": {"num_feat": 16, "num_block": 2},
@@ -65,6 +75,7 @@ _RECIPES: dict[str, dict[str, Any]] = {
     **{f"pretrain-x{s}": {**_PAPER_COMMON, **_PRETRAIN, "scale": s} for s in SCALES},
     **{f"finetune-x{s}": {**_PAPER_COMMON, **_FINETUNE, "scale": s} for s in SCALES},
     "cpu-small": _CPU_SMALL,
+    "cpu-open": _CPU_OPEN,
     "cpu-tiny": _CPU_TINY,
 }
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,5 +86,6 @@ DESCRIPTIONS: dict[str, str] = {
     **{f"pretrain-x{s}": f"paper pre-training at x{s}: 800K it, lr 2e-4, batch 64 (GPUs)" for s in SCALES},
     **{f"finetune-x{s}": f"paper fine-tuning at x{s}: 250K it, lr 1e-5, batch 64 (GPUs)" for s in SCALES},
     "cpu-small": "MMA-T x2 on a CPU: batch 16, LR patch 48, 20K it, lr 5e-4, 10 held-out validation images",
+    "cpu-open": "cpu-small as an open-ended main run: constant lr 2.5e-4 after a 500-it warm-up, 40K it",
     "cpu-tiny": "a 16-feature, 2-block network for a minutes-long smoke run on a CPU",
 }
