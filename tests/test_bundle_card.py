@@ -42,7 +42,7 @@ def _card(bundle, set5: float, set14: float) -> str:
 def test_log_gives_time_and_learning_rate_as_run(bundle) -> None:
     assert bundle.training_hours(LOG) == pytest.approx((10 / 0.5 + 10 / 0.25 + 10 / 0.5 + 10 / 0.5) / 3600)
     summary = bundle.lr_summary(LOG)
-    assert summary.startswith("0.0005, halved at each schedule's milestones (lowest 0.00025)")
+    assert summary.startswith("0.0005 at the start, 0.0005 at the end (lowest 0.00025)")
     assert "raised again once (to at most 0.0005)" in summary
     assert "raised" not in bundle.lr_summary(LOG[:2])
 

@@ -71,11 +71,10 @@ def lr_summary(rows: list[dict[str, str]]) -> str:
     up, which the configured milestones alone would hide; every value is in the run's train_log.csv."""
     rates = [float(row["lr"]) for row in rows]
     raised = [now for before, now in pairwise(rates) if now > before]
-    text = f"{rates[0]:.3g}, halved at each schedule's milestones (lowest {min(rates):.3g})"
+    text = f"{rates[0]:.3g} at the start, {rates[-1]:.3g} at the end (lowest {min(rates):.3g})"
     if raised:
         times = "once" if len(raised) == 1 else f"{len(raised)} times"
-        text += (f"; raised again {times} (to at most {max(raised):.3g}) where a resume extended the schedule,"
-                 " so the weights that ship come from a decayed rate")
+        text += f"; raised again {times} (to at most {max(raised):.3g}) where a resume extended the schedule"
     return text
 
 
