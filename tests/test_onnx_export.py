@@ -18,10 +18,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-# Exporting even a one-block network takes about a minute on two busy cores (torch.export's symbolic shape
-# reasoning over the scan's ops), so every test that exports is marked slow.
-
-
 def _small_model() -> torch.nn.Module:
     """Every kind of layer of MMA-T x2, few of them: the export is quick and the graph covers the network."""
     torch.manual_seed(0)
@@ -37,7 +33,6 @@ def small_graph(tmp_path_factory):
     return model, path
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 16, 16), (2, 16, 16), (1, 21, 9), (1, 2, 37)])
 def test_dynamic_graph_matches_pytorch_at_any_size(small_graph, shape):
     from mma.export import check_onnx
@@ -48,7 +43,6 @@ def test_dynamic_graph_matches_pytorch_at_any_size(small_graph, shape):
     assert check_onnx(model, path, image) <= 1e-4
 
 
-@pytest.mark.slow
 def test_static_graph_and_the_callers_model_is_untouched(tmp_path):
     from mma.export import check_onnx, export_onnx
     from mma.export.onnx import onnx_session
@@ -61,6 +55,16 @@ def test_static_graph_and_the_callers_model_is_untouched(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["static.onnx"]  # nothing left beside it
 
 
+@pytest.mark.slow  # torch.export's symbolic shape reasoning: about a minute on two busy cores
+def test_dynamo_exporter_gives_a_dynamic_graph_too(tmp_path):
+    from mma.export import check_onnx, export_onnx
+
+    model = _small_model()
+    path = export_onnx(model, tmp_path / "dynamo.onnx", tile=16, exporter="dynamo", opset=18)
+    for height, width in [(16, 16), (21, 9)]:
+        assert check_onnx(model, path, torch.rand(2, 3, height, width)) <= 1e-4
+
+
 def test_bad_arguments_are_config_errors(tmp_path):
     from mma.export import export_onnx
 
@@ -68,6 +72,8 @@ def test_bad_arguments_are_config_errors(tmp_path):
         export_onnx(_small_model(), tmp_path / "x.onnx", tile=1)
     with pytest.raises(ConfigError, match="opset 11"):
         export_onnx(_small_model(), tmp_path / "x.onnx", tile=8, opset=11)
+    with pytest.raises(ConfigError, match="exporter 'jit'"):
+        export_onnx(_small_model(), tmp_path / "x.onnx", tile=8, exporter="jit")
     assert not list(tmp_path.iterdir())
 
 
@@ -77,7 +83,7 @@ def test_missing_package_names_the_extra(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
     with pytest.raises(ConfigError, match=r'needs onnxscript: pip install "mma-sr\[onnx\]"'):
-        onnx_export.export_onnx(_small_model(), tmp_path / "x.onnx", tile=8)
+        onnx_export.export_onnx(_small_model(), tmp_path / "x.onnx", tile=8, exporter="dynamo")
 
 
 def test_unreadable_graph_is_a_one_line_error(tmp_path):
@@ -104,7 +110,7 @@ def test_cli_refuses_an_existing_file_and_reports_bad_options(tmp_path):
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "tile 1" in result.stderr
 
 
-@pytest.mark.slow  # exporting the twelve blocks of MMA-T takes minutes on two cores
+@pytest.mark.slow  # exporting and checking the twelve blocks of MMA-T: about a minute on two busy cores
 def test_cli_exports_bundled_mma_t_x2_and_checks_it(tmp_path):
     from mma.api import load_model
     from mma.export import check_onnx

@@ -24,7 +24,10 @@ def export(
         help="Input size (pixels) the graph is traced at; with --static the only size it accepts.")] = 64,
     dynamic: Annotated[bool, typer.Option(
         "--dynamic/--static", help="Free batch, height and width, or a fixed (1, 3, tile, tile) input.")] = True,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset version (18 or newer).")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset version (17 or newer; 18 with dynamo).")] = None,
+    exporter: Annotated[str, typer.Option(
+        help="torchscript (torch's tracer) or dynamo (torch.export: ten times slower; needs onnxscript).")
+    ] = "torchscript",
     check: Annotated[bool, typer.Option(
         "--check/--no-check", help="Run the graph in ONNX Runtime and compare it with PyTorch.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace FILE when it exists.")] = False,
@@ -32,14 +35,15 @@ def export(
     import torch
 
     from mma.api import load_model
-    from mma.export.onnx import DEFAULT_OPSET, check_onnx, export_onnx
+    from mma.export.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, export_onnx
 
     if onnx.exists() and not force:
         raise ConfigError(f"{onnx}: exists (use --force to replace it)")
     net = load_model(model, scale, device="cpu", dtype="fp32")
-    export_onnx(net, onnx, tile, dynamic=dynamic, opset=opset or DEFAULT_OPSET, overwrite=force)
+    opset = opset or max(DEFAULT_OPSET, MIN_OPSET.get(exporter, DEFAULT_OPSET))
+    export_onnx(net, onnx, tile, dynamic=dynamic, opset=opset, exporter=exporter, overwrite=force)
     shape = "batch, height and width free" if dynamic else f"input (1, 3, {tile}, {tile})"
-    typer.echo(f"wrote {onnx}: {model} x{net.scale}, {shape}, opset {opset or DEFAULT_OPSET}")
+    typer.echo(f"wrote {onnx}: {model} x{net.scale}, {shape}, opset {opset} ({exporter} exporter)")
     if not check:
         return
     sizes = [(tile, tile)] + ([(tile + 3, max(tile - 5, 2))] if dynamic else [])

@@ -1,9 +1,11 @@
 """ONNX export of the network: one graph file that ONNX Runtime (or any ONNX runtime) runs without PyTorch.
 
 The selective scan is traced in the `export` backend's formulation (`mma.ops.scan_export`), whose ops are
-the same for every sequence length, so a graph traced on one tile size is right for every size. The
-export goes through `torch.export` (`torch.onnx.export(dynamo=True)`), which keeps the height, width and
-batch symbolic; the TorchScript exporter would bake the traced length into the scan's padding.
+the same for every sequence length, so a graph traced on one tile size is right for every size. Two
+exporters give graphs that run at any size: torch's TorchScript tracer (`torch.onnx.export(dynamo=False)`,
+the default: it records the size arithmetic as graph ops) and torch.export
+(`dynamo=True`, which needs onnxscript and takes about ten times longer on its symbolic shape reasoning;
+it is the one newer torch versions keep).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,37 +25,47 @@ from mma.fileio import atomic_write
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "upscaled"
-DEFAULT_OPSET = 18
-MIN_OPSET = 18  # the dynamo exporter's own minimum
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_OPSET = 17
+MIN_OPSET = {"torchscript": 17, "dynamo": 18}  # LayerNormalization; the dynamo exporter's own minimum
 MIN_TORCH = "2.6"  # the first torch whose torch.onnx.export(dynamo=True) goes through torch.export
 INSTALL_HINT = 'pip install "mma-sr[onnx]"'
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike[str], tile: int, *, dynamic: bool = True,
-                opset: int = DEFAULT_OPSET, overwrite: bool = True) -> Path:
+                opset: int = DEFAULT_OPSET, exporter: str = "torchscript", overwrite: bool = True) -> Path:
     """Write `model` as an ONNX graph from (batch, 3, tile, tile) images in [0, 1] to their upscaled twins.
 
     `dynamic=True` leaves batch, height and width free (any size from 2 up runs); `dynamic=False` fixes
-    the input to (1, 3, tile, tile). The file is written atomically; the caller's model is not changed.
+    the input to (1, 3, tile, tile). `exporter` is "torchscript" or "dynamo" (see the module docstring).
+    The file is written atomically; the caller's model is not changed.
     """
-    require("onnx", "onnxscript")
-    if torch.__version__ < MIN_TORCH:  # a TorchVersion, which compares with version strings
-        raise ConfigError(f"ONNX export needs torch {MIN_TORCH} or newer, this is {torch.__version__}")
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
+    require("onnx", *(["onnxscript"] if exporter == "dynamo" else []))
+    if exporter == "dynamo" and torch.__version__ < MIN_TORCH:  # a TorchVersion compares with strings
+        raise ConfigError(f"the dynamo exporter needs torch {MIN_TORCH} or newer, this is {torch.__version__}")
     if not isinstance(tile, int) or tile < (2 if dynamic else 1):
         raise ConfigError(f"tile {tile!r}: use a size in pixels of at least {2 if dynamic else 1}")
-    if not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ConfigError(f"opset {opset!r}: the exporter writes opset {MIN_OPSET} or newer")
+    if not isinstance(opset, int) or opset < MIN_OPSET[exporter]:
+        raise ConfigError(f"opset {opset!r}: the {exporter} exporter writes opset {MIN_OPSET[exporter]} or newer")
     net = _exportable(model)
     # batch 2: torch.export treats a size-1 dimension of the example as fixed, whatever it is told
     example = torch.rand(2 if dynamic else 1, 3, tile, tile, generator=torch.Generator().manual_seed(0))
-    shapes = None
-    if dynamic:
-        dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
-        shapes = {_forward_argument(net): dims}
-    with torch.no_grad():
-        program = torch.onnx.export(net, (example,), None, dynamo=True, opset_version=opset,
-                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                    dynamic_shapes=shapes, optimize=False, verbose=False)
+    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings about code the user cannot change
+        if exporter == "torchscript":
+            axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                    OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}} if dynamic else None
+            return atomic_write(path, lambda tmp: torch.onnx.export(
+                net, (example,), tmp, dynamo=False, dynamic_axes=axes, **names), overwrite=overwrite)
+        shapes = None
+        if dynamic:
+            dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+            shapes = {_forward_argument(net): dims}
+        program = torch.onnx.export(net, (example,), None, dynamo=True, dynamic_shapes=shapes, optimize=False,
+                                    verbose=False, **names)
     return atomic_write(path, lambda tmp: program.save(tmp, external_data=False), overwrite=overwrite)
 
 
