@@ -1,9 +1,10 @@
 """Choose a scan/conv backend per call: argument, else `MMA_SCAN_BACKEND`, else the best that runs here.
 
 Backends: "cuda" (mamba-ssm + causal-conv1d kernels), "triton" (our Triton scan, CUDA tensors), "cpu"
-(numba-compiled kernels), "torch" (pure PyTorch, any device). Optional ones are probed lazily, so a
-missing package is a reason string in `available_backends()`, and only an explicit request for it
-raises `BackendUnavailableError`.
+(numba-compiled kernels), "torch" (pure PyTorch, any device), "export" (pure PyTorch with the same ops
+for every length, which ONNX exporters can trace; any device, never chosen automatically). Optional ones
+are probed lazily, so a missing package is a reason string in `available_backends()`, and only an explicit
+request for it raises `BackendUnavailableError`.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ import torch
 from torch import Tensor
 
 from mma.errors import BackendUnavailableError, ConfigError
-from mma.ops import conv, cuda, scan_cpu, scan_torch, scan_triton
+from mma.ops import conv, cuda, scan_cpu, scan_export, scan_torch, scan_triton
 
 ENV_VAR = "MMA_SCAN_BACKEND"
-BACKENDS = ("cpu", "torch", "cuda", "triton")
+BACKENDS = ("cpu", "torch", "cuda", "triton", "export")
 DEVICE_TYPES = {"cpu": "cpu", "cuda": "cuda", "triton": "cuda"}  # the device each compiled backend runs on
 
 
 def available_backends() -> dict[str, str | None]:
     """Backend name -> None when it can run on this machine, else the reason it cannot."""
     return {"cpu": scan_cpu.unavailable_reason(), "torch": None, "cuda": cuda.unavailable_reason(),
-            "triton": scan_triton.unavailable_reason()}
+            "triton": scan_triton.unavailable_reason(), "export": None}
 
 
 def resolve_backend(name: str | None, device: torch.device | str) -> str:
@@ -43,7 +44,7 @@ def resolve_backend(name: str | None, device: torch.device | str) -> str:
     if name not in BACKENDS:
         raise ConfigError(f"unknown scan backend {name!r} ({source}); choose one of {', '.join(BACKENDS)} or auto")
     reason = available_backends()[name]
-    if reason is None and name != "torch" and device.type != DEVICE_TYPES[name]:
+    if reason is None and name in DEVICE_TYPES and device.type != DEVICE_TYPES[name]:
         reason = f"it runs on {DEVICE_TYPES[name].upper()} tensors only, these are on {device}"
     if reason is not None:
         raise BackendUnavailableError(f"scan backend {name!r} is unavailable: {reason}")
@@ -61,12 +62,14 @@ _SCANS: dict[str, Callable[..., Tensor]] = {
     "torch": scan_torch.selective_scan,
     "cuda": cuda.selective_scan,
     "triton": scan_triton.selective_scan,
+    "export": scan_export.selective_scan,
 }
 _CONVS: dict[str, Callable[..., Tensor]] = {
     "cpu": conv.causal_conv1d,
     "torch": conv.causal_conv1d,
     "cuda": cuda.causal_conv1d,
     "triton": conv.causal_conv1d,
+    "export": scan_export.causal_conv1d,
 }
 
 
