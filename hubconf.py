@@ -31,8 +31,9 @@ def mma_b(scale: int = 4, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     return _entry("mma-b", scale, pretrained, **kwargs)
 
 
-def _entry(variant: str, scale: int, pretrained: bool, *, device: Any = "cpu", dtype: Any = None,
-           **overrides: Any) -> nn.Module:
+def _entry(
+    variant: str, scale: int, pretrained: bool, *, device: Any = "cpu", dtype: Any = None, **overrides: Any
+) -> nn.Module:
     # Imported here, not above: torch.hub checks `dependencies` after importing this file, so a missing
     # package is reported by name instead of as an ImportError from deep inside mma.
     import mma
@@ -43,8 +44,10 @@ def _entry(variant: str, scale: int, pretrained: bool, *, device: Any = "cpu", d
     if not pretrained:
         return mma.build_model(variant, scale, **overrides).to(target, resolve_dtype(dtype, target)).eval()
     if overrides:
-        raise ConfigError(f"pretrained weights fix the architecture; {', '.join(sorted(overrides))} can only be "
-                          "changed with pretrained=False")
+        raise ConfigError(
+            f"pretrained weights fix the architecture; {', '.join(sorted(overrides))} can only be "
+            "changed with pretrained=False"
+        )
     loaded = mma.load_model(variant, scale, device=target, dtype=dtype)
     # load_model caches its networks for `mma.upscale`: hand out a copy, so fine-tuning it changes nothing there.
     return copy.deepcopy(getattr(loaded, "network", loaded))

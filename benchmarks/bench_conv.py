@@ -53,10 +53,14 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=2304)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"shape: batch {args.batch}, channels {args.channels}, length {args.length}, width 4; ms, best of "
-          f"{args.repeat}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"shape: batch {args.batch}, channels {args.channels}, length {args.length}, width 4; ms, best of "
+        f"{args.repeat}"
+    )
     print("| dtype | conv | forward | forward + backward |\n|---|---|---|---|")
     generator = torch.Generator().manual_seed(0)
     for dtype in (torch.bfloat16, torch.float32):

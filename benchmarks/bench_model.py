@@ -35,14 +35,26 @@ def _swinir_light(scale: int):
     if found is None:
         raise RuntimeError("spandrel is not installed (pip install spandrel einops)")
     root = Path(found.submodule_search_locations[0])
-    for name, path in [("spandrel", root), ("spandrel.architectures", root / "architectures"),
-                       ("spandrel.architectures.SwinIR", root / "architectures" / "SwinIR")]:
+    for name, path in [
+        ("spandrel", root),
+        ("spandrel.architectures", root / "architectures"),
+        ("spandrel.architectures.SwinIR", root / "architectures" / "SwinIR"),
+    ]:
         module = types.ModuleType(name)
         module.__path__ = [str(path)]
         sys.modules.setdefault(name, module)
     arch = importlib.import_module("spandrel.architectures.SwinIR.__arch.SwinIR")
-    return arch.SwinIR(upscale=scale, img_size=64, window_size=8, img_range=1.0, depths=[6, 6, 6, 6],
-                       embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler="pixelshuffledirect")
+    return arch.SwinIR(
+        upscale=scale,
+        img_size=64,
+        window_size=8,
+        img_range=1.0,
+        depths=[6, 6, 6, 6],
+        embed_dim=60,
+        num_heads=[6, 6, 6, 6],
+        mlp_ratio=2,
+        upsampler="pixelshuffledirect",
+    )
 
 
 def _build(name: str):
@@ -75,13 +87,20 @@ def measure(name: str, size: int, repeats: int) -> dict:
             model(x)
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"model": name, "size": size, "seconds": min(times),
-            "peak_mib": max(peak - baseline, 0) / 2**20,
-            "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads()}
+    return {
+        "model": name,
+        "size": size,
+        "seconds": min(times),
+        "peak_mib": max(peak - baseline, 0) / 2**20,
+        "params": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--repeats", type=int, default=2)
@@ -94,16 +113,21 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in args.models:
         for size in args.sizes:
-            done = subprocess.run([sys.executable, __file__, "--child", name, str(size),
-                                   "--repeats", str(args.repeats)], check=False, capture_output=True,
-                                  text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", name, str(size), "--repeats", str(args.repeats)],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
             if done.returncode != 0:
                 reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
                 print(f"| {name} | | {size}x{size} | n/a: {reason} | |", flush=True)
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"| {name} | {r['params']:,} | {size}x{size} | {r['seconds']:.3f} | {r['peak_mib']:.0f} |",
-                  flush=True)
+            print(
+                f"| {name} | {r['params']:,} | {size}x{size} | {r['seconds']:.3f} | {r['peak_mib']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

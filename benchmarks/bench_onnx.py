@@ -25,7 +25,9 @@ from mma.export.onnx import INPUT_NAME, export_onnx, onnx_session
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="mma-t")
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="square LR input sizes")
@@ -43,14 +45,18 @@ def main() -> None:
             path = Path(folder) / "model.onnx"
             start = time.perf_counter()
             export_onnx(net, path, args.tile)
-            print(f"export ({args.model} x{args.scale}, traced at {args.tile}x{args.tile}, dynamic): "
-                  f"{time.perf_counter() - start:.1f} s, {path.stat().st_size / 2**20:.1f} MiB")
+            print(
+                f"export ({args.model} x{args.scale}, traced at {args.tile}x{args.tile}, dynamic): "
+                f"{time.perf_counter() - start:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
+            )
         _table(net, path, args)
 
 
 def _table(net: torch.nn.Module, path: Path, args: argparse.Namespace) -> None:
-    print(f"| model | LR input | threads | {' | '.join(f'PyTorch `{b}` (s)' for b in args.torch_backends)} "
-          f"| ONNX Runtime (s) | ORT / PyTorch `{args.torch_backends[0]}` | max diff |")
+    print(
+        f"| model | LR input | threads | {' | '.join(f'PyTorch `{b}` (s)' for b in args.torch_backends)} "
+        f"| ONNX Runtime (s) | ORT / PyTorch `{args.torch_backends[0]}` | max diff |"
+    )
     print("|---|---|---:|" + "---:|" * (len(args.torch_backends) + 3))
     for size in args.sizes:
         image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size))
@@ -68,8 +74,11 @@ def _table(net: torch.nn.Module, path: Path, args: argparse.Namespace) -> None:
             ort_time = min(time_calls(lambda run=session.run, feed=feed: run(None, feed), args.repeat))
             diff = float(np.abs(session.run(None, feed)[0] - first_output).max())
             cells = " | ".join(f"{t:.3f}" for t in torch_times)
-            print(f"| {args.model} x{args.scale} | {size}x{size} | {threads} | {cells} | {ort_time:.3f} "
-                  f"| {ort_time / torch_times[0]:.1f}x | {diff:.1e} |", flush=True)
+            print(
+                f"| {args.model} x{args.scale} | {size}x{size} | {threads} | {cells} | {ort_time:.3f} "
+                f"| {ort_time / torch_times[0]:.1f}x | {diff:.1e} |",
+                flush=True,
+            )
     net.set_scan_backend(None)
 
 

@@ -88,8 +88,15 @@ def time_training(backend: str, batch: int, channels: int, length: int, nstate: 
     return best_ms(step, repeat)
 
 
-def fits(backend: str, per_element: dict[str, int], batch: int, channels: int, length: int, nstate: int,
-         max_gib: float) -> bool:
+def fits(
+    backend: str,
+    per_element: dict[str, int],
+    batch: int,
+    channels: int,
+    length: int,
+    nstate: int,
+    max_gib: float,
+) -> bool:
     return per_element[backend] * batch * channels * length * nstate <= max_gib * 2**30
 
 
@@ -122,11 +129,17 @@ def main() -> None:
         configs = [c for c in configs if c[1] == 4096] or configs[:1]
     backends = args.backends.split(",") + ([] if args.no_reference else ["reference"])
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
-    print(f"batch {args.batch}, N={args.nstate}, float32 (reference: float64), softplus + D + gate, "
-          f"min of {args.repeat} after a warm-up (reference: one call)\n")
-    print("| D | L | backend | forward ms (batch 1) | forward ms | forward+backward ms | fwd vs ref | fwd+bwd vs ref |")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"batch {args.batch}, N={args.nstate}, float32 (reference: float64), softplus + D + gate, "
+        f"min of {args.repeat} after a warm-up (reference: one call)\n"
+    )
+    print(
+        "| D | L | backend | forward ms (batch 1) | forward ms | forward+backward ms | fwd vs ref | fwd+bwd vs ref |"
+    )
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for channels, length in configs:
         rows = {}
@@ -142,8 +155,11 @@ def main() -> None:
             rows[backend] = (one, forward, training)
         ref = rows.get("reference", (None, None, None))
         for backend, (one, forward, training) in rows.items():
-            print(f"| {channels} | {length} | {backend} | {'' if one is None else cell(one)} | {cell(forward)} | "
-                  f"{cell(training)} | {ratio(forward, ref[1])} | {ratio(training, ref[2])} |", flush=True)
+            print(
+                f"| {channels} | {length} | {backend} | {'' if one is None else cell(one)} | {cell(forward)} | "
+                f"{cell(training)} | {ratio(forward, ref[1])} | {ratio(training, ref[2])} |",
+                flush=True,
+            )
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 

@@ -48,9 +48,15 @@ def memory_child(size: int, tile: int, overlap: int) -> dict[str, float]:
     baseline = _peak_mib()
     start = time.perf_counter()
     run_tiles(bicubic, image, 4, out, tile=tile, overlap=overlap)
-    return {"size": size, "tile": tile, "overlap": overlap, "output_mib": out.nbytes / 2**20,
-            "float32_output_mib": out.nbytes * 4 / 2**20, "peak_growth_mib": _peak_mib() - baseline,
-            "seconds": time.perf_counter() - start}
+    return {
+        "size": size,
+        "tile": tile,
+        "overlap": overlap,
+        "output_mib": out.nbytes / 2**20,
+        "float32_output_mib": out.nbytes * 4 / 2**20,
+        "peak_growth_mib": _peak_mib() - baseline,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def memory_part(sizes: list[int], tile: int, overlap: int) -> list[dict[str, float]]:
@@ -72,7 +78,7 @@ def test_image(size: int) -> np.ndarray:
 
     array = np.asarray(Image.open(path).convert("RGB"))
     top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
-    return np.ascontiguousarray(array[top:top + size, left:left + size])
+    return np.ascontiguousarray(array[top : top + size, left : left + size])
 
 
 def psnr_part(size: int, tile: int, overlaps: list[int], weights: str | None) -> list[dict[str, float]]:
@@ -89,8 +95,14 @@ def psnr_part(size: int, tile: int, overlaps: list[int], weights: str | None) ->
     for overlap in overlaps:
         start = time.perf_counter()
         tiled = upscale(image, 4, net, tile=tile, overlap=overlap, device="cpu")
-        rows.append({"tile": tile, "overlap": overlap, "psnr_db": psnr(tiled, whole, y_channel=False),
-                     "seconds": time.perf_counter() - start})
+        rows.append(
+            {
+                "tile": tile,
+                "overlap": overlap,
+                "psnr_db": psnr(tiled, whole, y_channel=False),
+                "seconds": time.perf_counter() - start,
+            }
+        )
     return rows
 
 
@@ -111,17 +123,22 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("\nmemory (x4, uint8 output, bicubic tile function)")
-    print(f"{'input':>6} {'tile':>5} {'overlap':>7} {'uint8 out MiB':>13} {'float32 out MiB':>15} "
-          f"{'peak growth MiB':>15} {'s':>6}")
+    print(
+        f"{'input':>6} {'tile':>5} {'overlap':>7} {'uint8 out MiB':>13} {'float32 out MiB':>15} "
+        f"{'peak growth MiB':>15} {'s':>6}"
+    )
     for row in memory_part(args.sizes, args.tile, args.overlap):
-        print(f"{row['size']:>6} {row['tile'] or 'whole':>5} {row['overlap']:>7} {row['output_mib']:>13.0f} "
-              f"{row['float32_output_mib']:>15.0f} {row['peak_growth_mib']:>15.0f} {row['seconds']:>6.1f}")
+        print(
+            f"{row['size']:>6} {row['tile'] or 'whole':>5} {row['overlap']:>7} {row['output_mib']:>13.0f} "
+            f"{row['float32_output_mib']:>15.0f} {row['peak_growth_mib']:>15.0f} {row['seconds']:>6.1f}"
+        )
     label = args.weights or "MMA-T x4, random initialisation"
     print(f"\nPSNR tiled vs whole image ({label}, {args.psnr_size}x{args.psnr_size} input)")
     print(f"{'tile':>5} {'overlap':>7} {'PSNR dB':>8} {'s':>6}")
     for row in psnr_part(args.psnr_size, args.psnr_tile, args.psnr_overlaps, args.weights):
-        print(f"{row['tile'] or 'whole':>5} {row['overlap']:>7} {row['psnr_db']:>8.2f} "
-              f"{row['seconds']:>6.1f}")
+        print(
+            f"{row['tile'] or 'whole':>5} {row['overlap']:>7} {row['psnr_db']:>8.2f} {row['seconds']:>6.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -91,8 +91,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-amp", dest="amp", action="store_false",
-                        help="float32 throughout (default: bf16 autocast where the hardware has it)")
+    parser.add_argument(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        help="float32 throughout (default: bf16 autocast where the hardware has it)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:

@@ -44,8 +44,16 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 TRITON_METHODS = ("triton-sequential", "triton-chunked")
 # seconds per section on an H200 (scaled by --budget-scale); the sum stays under 8 minutes with compilation
 # (the scan sections alone fit the 150 s that benchmarks/gpu_session.sh gives them)
-BUDGETS = {"parity": 45, "half": 10, "scan speed": 40, "train speed": 20, "sweeps": 25, "network": 120,
-           "swinir": 45, "upscale": 100}
+BUDGETS = {
+    "parity": 45,
+    "half": 10,
+    "scan speed": 40,
+    "train speed": 20,
+    "sweeps": 25,
+    "network": 120,
+    "swinir": 45,
+    "upscale": 100,
+}
 
 
 class Sizes:
@@ -56,15 +64,28 @@ class Sizes:
         self.parity = (1, 5, 70) if quick else (2, 64, 1000)
         self.nstate = 4 if quick else 16
         self.half = (1, 5, 64) if quick else (2, 96, 4096)
-        self.scan = [(1, 4, 40)] if quick else [
-            (1, 96, 512), (1, 96, 4096), (1, 96, 65536), (16, 96, 4096), (16, 96, 65536), (256, 96, 1024)]
+        self.scan = (
+            [(1, 4, 40)]
+            if quick
+            else [
+                (1, 96, 512),
+                (1, 96, 4096),
+                (1, 96, 65536),
+                (16, 96, 4096),
+                (16, 96, 65536),
+                (256, 96, 1024),
+            ]
+        )
         self.train = [(1, 4, 40)] if quick else [(16, 96, 48 * 48), (16, 96, 64 * 64)]
         self.sweep_forward = (1, 4, 40) if quick else (1, 96, 65536)
         self.images = [16] if quick else [256, 512]
         # (CHUNK, BLOCK_D, GRAD_BLOCK_D, NUM_WARPS) of the chunked kernels, the shipped shape first; all
         # compile for sm_90 without register spills
-        self.chunked_shapes = ((16, 8, 4, 8), (8, 4, 4, 4)) if quick else (
-            (64, 8, 4, 8), (32, 8, 4, 4), (64, 4, 4, 8), (128, 4, 2, 8), (32, 16, 8, 8))
+        self.chunked_shapes = (
+            ((16, 8, 4, 8), (8, 4, 4, 4))
+            if quick
+            else ((64, 8, 4, 8), (32, 8, 4, 4), (64, 4, 4, 8), (128, 4, 2, 8), (32, 16, 8, 8))
+        )
         # (BLOCK_D, NUM_WARPS) of the sequential kernels, the shipped shape among them
         self.sequential_shapes = ((16, 1),) if quick else ((8, 1), (16, 1), (16, 2), (32, 2))
         self.upscale = (36, 64) if quick else (1080, 1920)
@@ -96,7 +117,9 @@ class Clock:
         return True
 
 
-def make_inputs(batch: int, channels: int, length: int, nstate: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_inputs(
+    batch: int, channels: int, length: int, nstate: int = 16, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random CPU float32 inputs in the network's layout (channels-last buffers seen as (batch, D, L))."""
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randn(batch, length, 3 * channels, generator=g)
@@ -126,10 +149,13 @@ def scan_with(name: str) -> Callable[..., torch.Tensor]:
     "triton-sequential" / "triton-chunked" (the triton backend's two kernel families, bypassing its rule)."""
     kind, _, method = name.partition("-")
     if kind == "torch" and method:
-        return lambda reverse, **x: scan_torch.selective_scan(**x, delta_softplus=True, reverse=reverse, method=method)
+        return lambda reverse, **x: scan_torch.selective_scan(
+            **x, delta_softplus=True, reverse=reverse, method=method
+        )
     if kind == "triton" and method:
-        return lambda reverse, **x: scan_triton.selective_scan(**x, delta_softplus=True, reverse=reverse,
-                                                               method=method)
+        return lambda reverse, **x: scan_triton.selective_scan(
+            **x, delta_softplus=True, reverse=reverse, method=method
+        )
     return lambda reverse, **x: selective_scan(**x, delta_softplus=True, reverse=reverse, backend=name)
 
 
@@ -170,6 +196,7 @@ def describe(exc: Exception) -> str:
 
 # ---------------------------------------------------------------------------------------------- scan checks
 
+
 def parity_references(sizes: Sizes) -> dict[bool, tuple]:
     """Per direction: the inputs, the upstream weight, and the float64 reference output and gradients."""
     cases = {}
@@ -195,12 +222,17 @@ def check_parity(name: str, device: torch.device, cases: dict[bool, tuple]) -> b
             print(f"FAIL parity {name:17s} reverse={reverse!s:5s} {describe(exc)}", flush=True)
             ok = False
             continue
-        errors = {"out": rel_err(out, ref)} | {f"d{k}": rel_err(g, r) for k, g, r in zip(NAMES, grads, ref_grads)}
+        errors = {"out": rel_err(out, ref)} | {
+            f"d{k}": rel_err(g, r) for k, g, r in zip(NAMES, grads, ref_grads)
+        }
         worst = max(errors, key=errors.get)
         passed = errors[worst] <= TOLERANCE * (10 if worst != "out" else 1)  # gradients sum longer chains
         ok &= passed
-        print(f"{'PASS' if passed else 'FAIL'} parity {name:17s} reverse={reverse!s:5s} "
-              f"out {errors['out']:.1e}, worst {worst} {errors[worst]:.1e}", flush=True)
+        print(
+            f"{'PASS' if passed else 'FAIL'} parity {name:17s} reverse={reverse!s:5s} "
+            f"out {errors['out']:.1e}, worst {worst} {errors[worst]:.1e}",
+            flush=True,
+        )
     return ok
 
 
@@ -215,15 +247,22 @@ def check_half(name: str, device: torch.device, sizes: Sizes) -> None:
 
 def check_conv(device: torch.device) -> bool:
     g = torch.Generator().manual_seed(2)
-    x, weight, bias = torch.randn(2, 1000, 64, generator=g).transpose(1, 2), torch.randn(64, 4), torch.randn(64)
+    x, weight, bias = (
+        torch.randn(2, 1000, 64, generator=g).transpose(1, 2),
+        torch.randn(64, 4),
+        torch.randn(64),
+    )
     ok = True
     for reverse in (False, True):
         ref = reference.causal_conv1d(x, weight, bias, "silu", reverse=reverse)
-        out = causal_conv1d(x.to(device), weight.to(device), bias.to(device), "silu", reverse=reverse,
-                            backend="cuda")
+        out = causal_conv1d(
+            x.to(device), weight.to(device), bias.to(device), "silu", reverse=reverse, backend="cuda"
+        )
         err = rel_err(out, ref)
         ok &= err <= TOLERANCE
-        print(f"{'PASS' if err <= TOLERANCE else 'FAIL'} parity conv1d (cuda)    reverse={reverse!s:5s} {err:.1e}")
+        print(
+            f"{'PASS' if err <= TOLERANCE else 'FAIL'} parity conv1d (cuda)    reverse={reverse!s:5s} {err:.1e}"
+        )
     return ok
 
 
@@ -236,8 +275,11 @@ def scan_speed(names: list[str], device: torch.device, sizes: Sizes, repeat: int
         for name in names:
             with torch.no_grad():
                 ms = timed_ms(lambda n=name, x=x: scan_with(n)(False, **x), repeat, 3)
-            print(f"| {name} | {batch} | {channels} | {length} | {ms} | "
-                  f"{scan_triton.choose_method(batch, channels, length)} |", flush=True)
+            print(
+                f"| {name} | {batch} | {channels} | {length} | {ms} | "
+                f"{scan_triton.choose_method(batch, channels, length)} |",
+                flush=True,
+            )
 
 
 def forward_backward(name: str, x: dict[str, torch.Tensor], upstream: torch.Tensor) -> None:
@@ -264,13 +306,16 @@ def chunked_sweep(device: torch.device, sizes: Sizes, repeat: int, clock: Clock)
 
     shipped = tuple(getattr(chunked, k) for k in ("CHUNK", "BLOCK_D", "GRAD_BLOCK_D", "NUM_WARPS"))
     fwd = {k: v.to(device) for k, v in make_inputs(*sizes.sweep_forward, nstate=sizes.nstate).items()}
-    train = {k: v.to(device).requires_grad_(True)
-             for k, v in make_inputs(*sizes.train[0], sizes.nstate).items()}
+    train = {
+        k: v.to(device).requires_grad_(True) for k, v in make_inputs(*sizes.train[0], sizes.nstate).items()
+    }
     up = torch.randn(sizes.train[0], device=device)
     chunked_name = "triton-chunked"
     chunked_scan = scan_with(chunked_name)
-    print(f"| CHUNK | BLOCK_D | GRAD_BLOCK_D | NUM_WARPS | forward ms {sizes.sweep_forward} "
-          f"| forward + backward ms {sizes.train[0]} |\n|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| CHUNK | BLOCK_D | GRAD_BLOCK_D | NUM_WARPS | forward ms {sizes.sweep_forward} "
+        f"| forward + backward ms {sizes.train[0]} |\n|---:|---:|---:|---:|---:|---:|"
+    )
     try:
         for shape in sizes.chunked_shapes:
             if clock.spent(f"chunked shape {shape}"):
@@ -279,8 +324,11 @@ def chunked_sweep(device: torch.device, sizes: Sizes, repeat: int, clock: Clock)
             with torch.no_grad():
                 forward = timed_ms(lambda: chunked_scan(False, **fwd), repeat, 3)
             both = timed_ms(lambda: forward_backward(chunked_name, train, up), repeat)
-            print(f"| {' | '.join(map(str, shape))} | {forward}{' (shipped)' if shape == shipped else ''} "
-                  f"| {both} |", flush=True)
+            print(
+                f"| {' | '.join(map(str, shape))} | {forward}{' (shipped)' if shape == shipped else ''} "
+                f"| {both} |",
+                flush=True,
+            )
     finally:
         chunked.CHUNK, chunked.BLOCK_D, chunked.GRAD_BLOCK_D, chunked.NUM_WARPS = shipped
     chosen = scan_triton.BLOCK_D, scan_triton.NUM_WARPS
@@ -291,13 +339,15 @@ def chunked_sweep(device: torch.device, sizes: Sizes, repeat: int, clock: Clock)
                 break
             scan_triton.BLOCK_D, scan_triton.NUM_WARPS = block, warps
             ms = timed_ms(lambda: forward_backward("triton-sequential", train, up), repeat)
-            print(f"| {block} | {warps} | {ms}{' (shipped)' if (block, warps) == chosen else ''} |",
-                  flush=True)
+            print(
+                f"| {block} | {warps} | {ms}{' (shipped)' if (block, warps) == chosen else ''} |", flush=True
+            )
     finally:
         scan_triton.BLOCK_D, scan_triton.NUM_WARPS = chosen
 
 
 # ------------------------------------------------------------------------------------- networks and upscale
+
 
 @contextlib.contextmanager
 def sequential_only() -> Iterator[None]:
@@ -327,8 +377,9 @@ def time_model(model: torch.nn.Module, image: torch.Tensor, dtype: torch.dtype, 
     return f"{ms} | {peak}"
 
 
-def network_speed(device: torch.device, backends: list[str | None], sizes: Sizes, repeat: int,
-                  clock: Clock) -> None:
+def network_speed(
+    device: torch.device, backends: list[str | None], sizes: Sizes, repeat: int, clock: Clock
+) -> None:
     """Forward time per model, input size, scan backend (None: the automatic choice) and dtype."""
     from mma import build_model
 
@@ -342,14 +393,20 @@ def network_speed(device: torch.device, backends: list[str | None], sizes: Sizes
                     if clock.spent(f"{variant} x{scale} {backend or 'auto'} {str(dtype)[6:]} {size}x{size}"):
                         return
                     model.set_scan_backend(backend)
-                    print(f"| {variant} x{scale} | {backend or 'auto'} | {str(dtype)[6:]} | {size}x{size} | "
-                          f"{time_model(model, image, dtype, repeat)} |", flush=True)
+                    print(
+                        f"| {variant} x{scale} | {backend or 'auto'} | {str(dtype)[6:]} | {size}x{size} | "
+                        f"{time_model(model, image, dtype, repeat)} |",
+                        flush=True,
+                    )
             if (variant, scale, size) == ("mma-t", 2, sizes.images[0]) and "triton" in backends:
                 model.set_scan_backend("triton")
                 with sequential_only():
-                    print(f"| {variant} x{scale} | triton, sequential kernel only | float32 | {size}x{size} "
-                          "| "
-                          f"{time_model(model, image, torch.float32, repeat)} |", flush=True)
+                    print(
+                        f"| {variant} x{scale} | triton, sequential kernel only | float32 | {size}x{size} "
+                        "| "
+                        f"{time_model(model, image, torch.float32, repeat)} |",
+                        flush=True,
+                    )
         del model
 
 
@@ -357,9 +414,19 @@ def swinir_light(scale: int) -> torch.nn.Module:
     """SwinIR-light (the paper's light configuration) from spandrel, random weights."""
     from spandrel.architectures.SwinIR import SwinIR
 
-    return SwinIR(upscale=scale, in_chans=3, img_size=64, window_size=8, img_range=1.0, depths=[6, 6, 6, 6],
-                  embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler="pixelshuffledirect",
-                  resi_connection="1conv")
+    return SwinIR(
+        upscale=scale,
+        in_chans=3,
+        img_size=64,
+        window_size=8,
+        img_range=1.0,
+        depths=[6, 6, 6, 6],
+        embed_dim=60,
+        num_heads=[6, 6, 6, 6],
+        mlp_ratio=2,
+        upsampler="pixelshuffledirect",
+        resi_connection="1conv",
+    )
 
 
 def swinir_speed(device: torch.device, sizes: Sizes, repeat: int, clock: Clock) -> None:
@@ -376,8 +443,11 @@ def swinir_speed(device: torch.device, sizes: Sizes, repeat: int, clock: Clock) 
             for dtype in (torch.float32, torch.bfloat16):
                 if clock.spent(f"SwinIR-light x{scale} {str(dtype)[6:]} {size}x{size}"):
                     return
-                print(f"| SwinIR-light x{scale} | {str(dtype)[6:]} | {size}x{size} | "
-                      f"{time_model(model, image, dtype, repeat)} |", flush=True)
+                print(
+                    f"| SwinIR-light x{scale} | {str(dtype)[6:]} | {size}x{size} | "
+                    f"{time_model(model, image, dtype, repeat)} |",
+                    flush=True,
+                )
 
 
 def synthetic_image(height: int, width: int) -> np.ndarray:
@@ -420,20 +490,29 @@ def upscale_speed(device: torch.device, sizes: Sizes, clock: Clock) -> None:
 
 # -------------------------------------------------------------------------------------------------- main
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all", action="store_true",
-                        help="the scan sections, then network, SwinIR-light and mma.upscale")
-    parser.add_argument("--network", action="store_true",
-                        help="also time the whole network (mma.build_model)")
+    parser.add_argument(
+        "--all", action="store_true", help="the scan sections, then network, SwinIR-light and mma.upscale"
+    )
+    parser.add_argument(
+        "--network", action="store_true", help="also time the whole network (mma.build_model)"
+    )
     parser.add_argument("--network-only", action="store_true", help="time the network, skip the scan checks")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per case (minimum reported)")
-    parser.add_argument("--budget-scale", type=float, default=1.0,
-                        help="multiply every section's time budget")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes; runs on a CPU (a dry run of the script)")
-    parser.add_argument("--backends", nargs="+", help="scans to check (default: torch-loop, torch-chunked, "
-                        "triton-sequential, triton-chunked, and cuda where it runs)")
+    parser.add_argument(
+        "--budget-scale", type=float, default=1.0, help="multiply every section's time budget"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes; runs on a CPU (a dry run of the script)"
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        help="scans to check (default: torch-loop, torch-chunked, "
+        "triton-sequential, triton-chunked, and cuda where it runs)",
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.quick:
         print("no CUDA device is available to PyTorch: nothing to check here (--quick runs a CPU dry run)")
@@ -455,8 +534,12 @@ def main() -> int:
         from mma.ops import _triton_chunked
 
         _triton_chunked.CHUNK = 16  # several chunks in a short sequence; the interpreter is slow
-    names = args.backends or ["torch-loop", "torch-chunked", *(TRITON_METHODS if triton_ok else ()),
-                              *(["cuda"] if reasons["cuda"] is None else [])]
+    names = args.backends or [
+        "torch-loop",
+        "torch-chunked",
+        *(TRITON_METHODS if triton_ok else ()),
+        *(["cuda"] if reasons["cuda"] is None else []),
+    ]
     timed = [name for name in names if not name.startswith("torch-")] or names  # torch's are known and slow
     ok = True
     if not args.network_only:

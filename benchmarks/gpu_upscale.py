@@ -33,17 +33,23 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device is available to PyTorch: nothing to check here")
         return
-    print("| model | dtype | data set | PSNR | SSIM | upscale seconds (all images) |\n|---|---|---|---:|---:|---:|")
+    print(
+        "| model | dtype | data set | PSNR | SSIM | upscale seconds (all images) |\n|---|---|---|---:|---:|---:|"
+    )
     for scale in args.scales:
         for dtype in args.dtypes:
+
             def upscaler(lr, dtype=dtype, scale=scale):
                 return mma.upscale(lr, scale, args.model, device=args.device, dtype=dtype)
 
             upscaler(np.zeros((32, 32, 3), np.uint8))  # weights loaded and kernels warm before the timing
             for folder in args.folders:
                 result = evaluate_dataset(folder, scale, upscaler)
-                print(f"| {args.model} x{scale} | {dtype} | {result.name} | {result.psnr:.2f} | {result.ssim:.4f} "
-                      f"| {result.seconds:.2f} |", flush=True)
+                print(
+                    f"| {args.model} x{scale} | {dtype} | {result.name} | {result.psnr:.2f} | {result.ssim:.4f} "
+                    f"| {result.seconds:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

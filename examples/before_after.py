@@ -51,7 +51,9 @@ def panel(image: np.ndarray, caption: str, top: int, left: int, size: int) -> Im
 def main() -> None:
     args = arguments()
     if not args.image.is_file():
-        sys.exit(f"error: {args.image}: no such image (pass --image; ../shared/data holds the benchmark sets)")
+        sys.exit(
+            f"error: {args.image}: no such image (pass --image; ../shared/data holds the benchmark sets)"
+        )
     hr = modcrop(read_rgb(args.image), args.scale)
     lr = mma.imresize(hr, 1 / args.scale)
     try:
@@ -76,9 +78,14 @@ def main() -> None:
     figure = Image.new("RGB", (len(panels) * size, size + CAPTION), "white")
     for index, image in enumerate(panels):
         figure.paste(image, (index * size, 0))
-    out = args.out or Path(tempfile.mkdtemp(prefix="mma-before-after-")) / f"{args.image.stem}_x{args.scale}.png"
+    out = (
+        args.out
+        or Path(tempfile.mkdtemp(prefix="mma-before-after-")) / f"{args.image.stem}_x{args.scale}.png"
+    )
     write_image(figure, out, overwrite=True)
-    print(f"{args.image.name} x{args.scale}: bicubic {score(bicubic):.2f} dB, MMA-T {score(ours):.2f} dB -> {out}")
+    print(
+        f"{args.image.name} x{args.scale}: bicubic {score(bicubic):.2f} dB, MMA-T {score(ours):.2f} dB -> {out}"
+    )
 
 
 if __name__ == "__main__":

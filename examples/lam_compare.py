@@ -102,7 +102,8 @@ def reach(result: LAMResult) -> dict[str, int]:
     left, top, right, bottom = (v // result.scale for v in result.box)
     rows, cols = np.indices(magnitude.shape)
     distance = np.maximum(
-        np.maximum(top - rows, rows - (bottom - 1)).clip(min=0), np.maximum(left - cols, cols - (right - 1)).clip(min=0)
+        np.maximum(top - rows, rows - (bottom - 1)).clip(min=0),
+        np.maximum(left - cols, cols - (right - 1)).clip(min=0),
     ).ravel()
     order = np.argsort(distance, kind="stable")
     cumulative = np.cumsum(magnitude.ravel()[order]) / magnitude.sum()
@@ -128,7 +129,9 @@ def figure(hr: Image.Image, box: tuple[int, int, int, int], results: dict[str, L
     for label, result in results.items():
         rows[0].append(panel(overlay_image(result, hr), f"{label}  DI {result.diffusion_index:.2f}"))
         rows[1].append(panel(heatmap_image(result.attribution, zoom=result.scale * zoom), f"{label}, linear"))
-        rows[2].append(panel(log_heatmap(result.attribution, result.scale * zoom), f"{label}, log (4 decades)"))
+        rows[2].append(
+            panel(log_heatmap(result.attribution, result.scale * zoom), f"{label}, log (4 decades)")
+        )
     width, height = blank.size
     sheet = Image.new("RGB", (width * len(rows[0]), len(rows) * height), "white")
     for row_index, row in enumerate(rows):
@@ -139,7 +142,9 @@ def figure(hr: Image.Image, box: tuple[int, int, int, int], results: dict[str, L
 
 def main() -> None:
     args = arguments()
-    cnn_name = args.cnn_model or str(REPO / "weights" / "training" / f"mma-t-cnn-x{args.scale}" / "ema.safetensors")
+    cnn_name = args.cnn_model or str(
+        REPO / "weights" / "training" / f"mma-t-cnn-x{args.scale}" / "ema.safetensors"
+    )
     networks = {}
     for name, role in ((args.model, "MMA-T"), (cnn_name, "'w/ CNN'")):
         network = load(name, args.scale, args.device, role)

@@ -38,8 +38,9 @@ def main() -> None:
     # 2. A numpy array in, the same dtype and layout out; small tiles with a progress callback.
     array = np.asarray(Image.open(source).convert("RGB"))
     seen = []
-    upscaled = mma.upscale(array, scale=4, model=model, tile=32, overlap=16,
-                           progress=lambda done, total: seen.append(done))
+    upscaled = mma.upscale(
+        array, scale=4, model=model, tile=32, overlap=16, progress=lambda done, total: seen.append(done)
+    )
     print(f"numpy {array.shape} {array.dtype} -> {upscaled.shape} {upscaled.dtype} in {len(seen)} tiles")
 
     # 3. A torch batch (B, C, H, W) in [0, 1] in, the same layout out (on the input's device).

@@ -18,7 +18,14 @@ _LAZY = {
     "imresize": "mma.imaging.resize",
 }
 
-__all__ = ["MMAConfig", "__version__", "build_model", "imresize", "load_model", "upscale"]  # == _LAZY + version
+__all__ = [
+    "MMAConfig",
+    "__version__",
+    "build_model",
+    "imresize",
+    "load_model",
+    "upscale",
+]  # == _LAZY + version
 
 if TYPE_CHECKING:  # pragma: no cover
     from mma.api import load_model, upscale

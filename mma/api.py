@@ -43,9 +43,25 @@ ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tenso
 ModelLike = Union[str, "os.PathLike[str]", nn.Module, LoadedModel]
 
 __all__ = [
-    "DEFAULT_OVERLAP", "LUMA", "OUTPUT_FORMATS", "LoadedModel", "ModelInfo", "TileProgressBar", "format_for",
-    "list_models", "load_model", "made_by_mma", "read_image", "resolve_device", "resolve_dtype", "software_tag",
-    "upscale", "upscale_file", "upscale_pixels", "upscale_with", "write_image",
+    "DEFAULT_OVERLAP",
+    "LUMA",
+    "OUTPUT_FORMATS",
+    "LoadedModel",
+    "ModelInfo",
+    "TileProgressBar",
+    "format_for",
+    "list_models",
+    "load_model",
+    "made_by_mma",
+    "read_image",
+    "resolve_device",
+    "resolve_dtype",
+    "software_tag",
+    "upscale",
+    "upscale_file",
+    "upscale_pixels",
+    "upscale_with",
+    "write_image",
 ]
 
 
@@ -54,8 +70,13 @@ def list_models() -> list[ModelInfo]:
     return catalogue()
 
 
-def load_model(model: ModelLike = "mma-t", scale: int | None = None, *, device: str | torch.device = "auto",
-               dtype: str | torch.dtype | None = None) -> LoadedModel:
+def load_model(
+    model: ModelLike = "mma-t",
+    scale: int | None = None,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
     """A LoadedModel (network, config, source with sha256) from a registry name (`mma-t`, `mma-t-x4`,
     `mma-t-x4.t91-bsds200`), a weights file, a Hub-layout folder or a Hub repo id `owner/name[@revision]`.
 
@@ -77,18 +98,28 @@ def load_model(model: ModelLike = "mma-t", scale: int | None = None, *, device: 
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, stamp: tuple[Any, ...], scale: int | None, device: str,
-                 dtype: torch.dtype) -> LoadedModel:
+def _load_cached(
+    name: str, stamp: tuple[Any, ...], scale: int | None, device: str, dtype: torch.dtype
+) -> LoadedModel:
     loaded = load(name, scale).to(device, dtype)
     check_scale_matches(loaded, scale)
     return loaded
 
 
-def upscale(image: ImageInput, scale: int | None = None, model: ModelLike = "mma-t", *,
-            tile: Tile = "auto", overlap: int = DEFAULT_OVERLAP, batch: Batch = "auto",
-            device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
-            threads: int | None = None, alpha: Literal["resize", "model"] = "resize",
-            progress: bool | Progress = False) -> Any:
+def upscale(
+    image: ImageInput,
+    scale: int | None = None,
+    model: ModelLike = "mma-t",
+    *,
+    tile: Tile = "auto",
+    overlap: int = DEFAULT_OVERLAP,
+    batch: Batch = "auto",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    threads: int | None = None,
+    alpha: Literal["resize", "model"] = "resize",
+    progress: bool | Progress = False,
+) -> Any:
     """Upscale `image` and return it as the same kind: path -> PIL image, PIL -> PIL, numpy -> numpy
     (same layout and dtype), torch (C,H,W) / (B,C,H,W) float -> torch on the same device.
 
@@ -101,8 +132,17 @@ def upscale(image: ImageInput, scale: int | None = None, model: ModelLike = "mma
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, scale, device=device, dtype=dtype)
-    engine = Engine(model, scale=scale, device=device, dtype=dtype, threads=threads, tile=tile,
-                    overlap=overlap, batch=batch, alpha=alpha)
+    engine = Engine(
+        model,
+        scale=scale,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        alpha=alpha,
+    )
     return upscale_with(engine, image, progress=progress)
 
 
@@ -118,19 +158,34 @@ def upscale_with(engine: Engine, image: ImageInput, *, progress: bool | Progress
             return engine.upscale_array(image, progress=report)
     if isinstance(image, torch.Tensor):
         return _upscale_tensor(engine, image, progress)
-    raise ImageReadError(f"cannot upscale a {type(image).__name__}: give a path, PIL image, numpy array or "
-                         "torch tensor")
+    raise ImageReadError(
+        f"cannot upscale a {type(image).__name__}: give a path, PIL image, numpy array or torch tensor"
+    )
 
 
-def upscale_pixels(engine: Engine, pixels: torch.Tensor, meta: ImageMeta, *, out: np.ndarray | None = None,
-                   out_dtype: np.dtype | type | None = None, progress: bool | Progress = False) -> np.ndarray:
+def upscale_pixels(
+    engine: Engine,
+    pixels: torch.Tensor,
+    meta: ImageMeta,
+    *,
+    out: np.ndarray | None = None,
+    out_dtype: np.dtype | type | None = None,
+    progress: bool | Progress = False,
+) -> np.ndarray:
     """`Engine.upscale_pixels` with `progress=True` drawing a tqdm bar."""
     with _progress(progress) as report:
         return engine.upscale_pixels(pixels, meta, out=out, out_dtype=out_dtype, progress=report)
 
 
-def upscale_file(engine: Engine, source: str | os.PathLike[str], target: str | os.PathLike[str], *,
-                 overwrite: bool = False, progress: bool | Progress = False, software: str | None = None) -> Path:
+def upscale_file(
+    engine: Engine,
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: bool | Progress = False,
+    software: str | None = None,
+) -> Path:
     """Read `source`, upscale it, write `target` atomically (its format from the suffix; metadata kept;
     `software`, when given, as the EXIF Software tag: see `mma.imaging.io.software_tag`)."""
     pixels, meta = read_pixels(source)
@@ -153,8 +208,10 @@ def _progress(progress: bool | Progress) -> Iterator[Progress | None]:
 def _upscale_tensor(engine: Engine, image: torch.Tensor, progress: bool | Progress) -> torch.Tensor:
     """(C,H,W) or (B,C,H,W) float in [0, 1] -> the same layout, device and dtype, `scale` times larger."""
     if not image.is_floating_point() or image.ndim not in (3, 4) or image.shape[-3] not in (1, 2, 3, 4):
-        raise ImageReadError(f"expected a float (C,H,W) or (B,C,H,W) tensor with C in 1..4, got "
-                             f"{image.dtype} of shape {tuple(image.shape)}")
+        raise ImageReadError(
+            f"expected a float (C,H,W) or (B,C,H,W) tensor with C in 1..4, got "
+            f"{image.dtype} of shape {tuple(image.shape)}"
+        )
     if image.shape[-1] == 0 or image.shape[-2] == 0:
         raise ImageReadError(f"zero-size image tensor of shape {tuple(image.shape)}")
     if not torch.isfinite(image).all():
@@ -165,8 +222,9 @@ def _upscale_tensor(engine: Engine, image: torch.Tensor, progress: bool | Progre
     scale = engine.scale
     result = torch.empty(len(batch), channels, batch.shape[2] * scale, batch.shape[3] * scale)
     for index in range(len(batch)):  # written in place
-        upscale_pixels(engine, batch[index], meta, out=result[index].numpy().transpose(1, 2, 0),
-                       progress=progress)
+        upscale_pixels(
+            engine, batch[index], meta, out=result[index].numpy().transpose(1, 2, 0), progress=progress
+        )
     return result.reshape(*image.shape[:-2], *result.shape[-2:]).to(image.device, image.dtype)
 
 

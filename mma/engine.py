@@ -41,10 +41,19 @@ class Engine:
     half-precision result with NaN/Inf is recomputed in float32 (one warning) and float32 kept after.
     """
 
-    def __init__(self, model: LoadedModel | nn.Module | str, *, scale: int | None = None,
-                 device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
-                 threads: int | str | None = None, tile: Tile = "auto", overlap: int = DEFAULT_OVERLAP,
-                 batch: Batch = "auto", alpha: Literal["resize", "model"] = "resize") -> None:
+    def __init__(
+        self,
+        model: LoadedModel | nn.Module | str,
+        *,
+        scale: int | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = "auto",
+        threads: int | str | None = None,
+        tile: Tile = "auto",
+        overlap: int = DEFAULT_OVERLAP,
+        batch: Batch = "auto",
+        alpha: Literal["resize", "model"] = "resize",
+    ) -> None:
         if alpha not in ("resize", "model"):
             raise ConfigError(f"alpha must be 'resize' or 'model', got {alpha!r}")
         if overlap < 0:
@@ -61,18 +70,33 @@ class Engine:
 
     # ----- images ---------------------------------------------------------------------------------------
 
-    def upscale_pixels(self, pixels: torch.Tensor, meta: ImageMeta, *, out: np.ndarray | None = None,
-                       out_dtype: np.dtype | type | None = None,
-                       progress: Progress | None = None) -> np.ndarray:
+    def upscale_pixels(
+        self,
+        pixels: torch.Tensor,
+        meta: ImageMeta,
+        *,
+        out: np.ndarray | None = None,
+        out_dtype: np.dtype | type | None = None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
         """Decoded planes, float (C, H, W) in [0, 1] -> (sH, sW, C) array of `out_dtype` (default: the 8/16-bit
         type `meta` records), or written into `out`."""
         if out is None:
             channels, height, width = pixels.shape
             out = np.empty((height * self.scale, width * self.scale, channels), dtype=out_dtype or meta.dtype)
         with self.running():
-            return upscale_tiled(self._tile_function(meta), pixels, self.scale, out, tile=self.tile,
-                                 overlap=self.overlap, batch=self.batch, progress=progress, device=self.device,
-                                 bytes_per_pixel=self.model.bytes_per_pixel)
+            return upscale_tiled(
+                self._tile_function(meta),
+                pixels,
+                self.scale,
+                out,
+                tile=self.tile,
+                overlap=self.overlap,
+                batch=self.batch,
+                progress=progress,
+                device=self.device,
+                bytes_per_pixel=self.model.bytes_per_pixel,
+            )
 
     def upscale_array(self, image: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:
         """HxW or HxWxC uint8/uint16/float array -> the same layout and dtype, `scale` times larger."""
@@ -96,8 +120,11 @@ class Engine:
         with torch.inference_mode():
             result = self.model(images.to(self.device, self.dtype)).float().cpu()
             if self.dtype != torch.float32 and not torch.isfinite(result).all():
-                warnings.warn(f"{self.dtype} gave NaN/Inf; recomputing in float32 (slower, same result)",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"{self.dtype} gave NaN/Inf; recomputing in float32 (slower, same result)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self.model, self.dtype = self.model.to(self.device, torch.float32), torch.float32
                 result = self.model(images.to(self.device, self.dtype)).cpu()
         if not torch.isfinite(result).all():
@@ -122,17 +149,28 @@ class Engine:
             parts = [through_model(tiles[:, :colour])]
             if has_alpha:
                 mask = tiles[:, colour:]
-                parts.append(through_model(mask) if self.alpha == "model" else nn.functional.interpolate(
-                    mask, scale_factor=self.scale, mode="bicubic", align_corners=False))
+                parts.append(
+                    through_model(mask)
+                    if self.alpha == "model"
+                    else nn.functional.interpolate(
+                        mask, scale_factor=self.scale, mode="bicubic", align_corners=False
+                    )
+                )
             return torch.cat(parts, 1)
 
         return run
 
 
-def paper_engine(model: LoadedModel | nn.Module | str, *, scale: int | None = None,
-                 device: str | torch.device = "auto", tile: int | None = None,
-                 threads: int | str | None = None) -> Engine:
+def paper_engine(
+    model: LoadedModel | nn.Module | str,
+    *,
+    scale: int | None = None,
+    device: str | torch.device = "auto",
+    tile: int | None = None,
+    threads: int | str | None = None,
+) -> Engine:
     """The engine of the papers' protocol: float32, whole images unless `tile` is given (`mma eval`,
     training validation and bundling use it, so their scores are one number)."""
-    return Engine(model, scale=scale, device=device, dtype="fp32", threads=threads, tile=tile or None,
-                  batch=1)
+    return Engine(
+        model, scale=scale, device=device, dtype="fp32", threads=threads, tile=tile or None, batch=1
+    )

@@ -128,8 +128,9 @@ def evaluate_dataset(
     each image's file name once it is scored.
     """
     scale = checked_scale(scale)
-    return evaluate_images(dataset_name(path), find_images(path), scale, upscaler, save_dir=save_dir,
-                           progress=progress)
+    return evaluate_images(
+        dataset_name(path), find_images(path), scale, upscaler, save_dir=save_dir, progress=progress
+    )
 
 
 def checked_scale(scale: object) -> int:

@@ -14,8 +14,13 @@ from pathlib import Path
 from mma.errors import OutputError
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], *, overwrite: bool = True,
-                 make_parents: bool = False) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[Path], object],
+    *,
+    overwrite: bool = True,
+    make_parents: bool = False,
+) -> Path:
     """Call `write` on a temporary file beside `path`, then rename it into place (same file system).
 
     On any failure, interruption included, the temporary file is removed and an existing `path` is left

@@ -18,8 +18,13 @@ import torch
 from mma.errors import ConfigError
 
 DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-    "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
 }
 
 # Environment variable that fixes the inference thread count (like OMP_NUM_THREADS, but for mma only).
@@ -53,8 +58,9 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
             rank = local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", "0"))
             chosen = torch.device("cuda", rank % torch.cuda.device_count())
         elif chosen.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {chosen} requested but this machine has {torch.cuda.device_count()} "
-                              "CUDA GPU(s)")
+            raise ConfigError(
+                f"device {chosen} requested but this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+            )
     if chosen.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device 'mps' requested but Apple MPS is not available here")
     return chosen
@@ -80,8 +86,12 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
             raise ConfigError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
         chosen = DTYPES[name]
     if device.type == "cpu" and chosen in (torch.float16, torch.bfloat16) and not cpu_has_native(chosen):
-        warnings.warn(f"this CPU has no native {dtype_name(chosen)} arithmetic (it would run several times "
-                      "slower): using fp32", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"this CPU has no native {dtype_name(chosen)} arithmetic (it would run several times "
+            "slower): using fp32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return torch.float32
     return chosen
 

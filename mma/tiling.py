@@ -82,8 +82,9 @@ def _rising_edge(extent: int, overlap: int) -> torch.Tensor:
     return edge
 
 
-def _windows(starts: tuple[int, ...], size: int, length: int, overlap: int,
-             scale: int) -> tuple[torch.Tensor, ...]:
+def _windows(
+    starts: tuple[int, ...], size: int, length: int, overlap: int, scale: int
+) -> tuple[torch.Tensor, ...]:
     """Per-tile weights at output resolution, divided by their sum so they add up to one everywhere."""
     extent = size * scale
     edge = _rising_edge(extent, overlap)
@@ -97,13 +98,23 @@ def _windows(starts: tuple[int, ...], size: int, length: int, overlap: int,
         raw.append(weight)
     total = torch.zeros(length * scale, dtype=torch.float64)
     for start, weight in zip(starts, raw):
-        total[start * scale:start * scale + extent] += weight
-    return tuple((weight / total[start * scale:start * scale + extent]).float()
-                 for start, weight in zip(starts, raw))
+        total[start * scale : start * scale + extent] += weight
+    return tuple(
+        (weight / total[start * scale : start * scale + extent]).float() for start, weight in zip(starts, raw)
+    )
 
 
-def run_tiles(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, *, tile: int | None,
-              overlap: int, progress: Progress | None = None, batch: int = 1) -> np.ndarray:
+def run_tiles(
+    fn: TileFn,
+    image: torch.Tensor,
+    scale: int,
+    out: np.ndarray,
+    *,
+    tile: int | None,
+    overlap: int,
+    progress: Progress | None = None,
+    batch: int = 1,
+) -> np.ndarray:
     """Upscale a float (C, H, W) CPU image through `fn` tile by tile into `out` (sH, sW, C').
 
     `out` decides the result's type: uint8/uint16 are rounded from [0, 1], floats are clipped to [0, 1].
@@ -131,23 +142,24 @@ def run_tiles(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, *, t
             result = next(results)
             weight = rows.windows[i][:, None] * cols.windows[j][None, :]
             left = x0 * scale
-            band[:, top:top + rows.size * scale, left:left + cols.size * scale] += result * weight
+            band[:, top : top + rows.size * scale, left : left + cols.size * scale] += result * weight
             done += 1
             if progress is not None:
                 progress(done, total)
         final = rows.starts[i + 1] * scale if i + 1 < len(rows.starts) else height * scale
-        _store(band[:, :final - band_top], out[band_top:final])
-        band, band_top = band[:, final - band_top:].clone(), final
+        _store(band[:, : final - band_top], out[band_top:final])
+        band, band_top = band[:, final - band_top :].clone(), final
     return out
 
 
-def _tile_results(fn: TileFn, image: torch.Tensor, rows: AxisPlan, cols: AxisPlan, batch: int, channels: int,
-                  scale: int) -> Iterator[torch.Tensor]:
+def _tile_results(
+    fn: TileFn, image: torch.Tensor, rows: AxisPlan, cols: AxisPlan, batch: int, channels: int, scale: int
+) -> Iterator[torch.Tensor]:
     """Each tile's result in row-major order, computed `batch` tiles per call of `fn`."""
     places = [(y0, x0) for y0 in rows.starts for x0 in cols.starts]
     for first in range(0, len(places), batch):
-        group = places[first:first + batch]
-        pieces = torch.stack([image[:, y0:y0 + rows.size, x0:x0 + cols.size] for y0, x0 in group])
+        group = places[first : first + batch]
+        pieces = torch.stack([image[:, y0 : y0 + rows.size, x0 : x0 + cols.size] for y0, x0 in group])
         result = _checked(fn(pieces), len(group), channels, rows.size * scale, cols.size * scale)
         yield from result
 
@@ -155,8 +167,10 @@ def _tile_results(fn: TileFn, image: torch.Tensor, rows: AxisPlan, cols: AxisPla
 def _checked(result: torch.Tensor, count: int, channels: int, height: int, width: int) -> torch.Tensor:
     """The tile results on the CPU as float32 (B, C', sh, sw), or ConfigError when their shape is wrong."""
     if tuple(result.shape) != (count, channels, height, width):
-        raise ConfigError(f"the model returned shape {tuple(result.shape)} for tiles that should give "
-                          f"({count}, {channels}, {height}, {width}): is the scale right?")
+        raise ConfigError(
+            f"the model returned shape {tuple(result.shape)} for tiles that should give "
+            f"({count}, {channels}, {height}, {width}): is the scale right?"
+        )
     return result.detach().to("cpu", torch.float32)
 
 
@@ -168,10 +182,19 @@ def _store(values: torch.Tensor, dest: np.ndarray) -> None:
     dest[...] = values.permute(1, 2, 0).numpy()
 
 
-def upscale_tiled(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, *,
-                  tile: int | Literal["auto"] | None = "auto", overlap: int = 32,
-                  batch: int | Literal["auto"] = 1, progress: Progress | None = None,
-                  device: torch.device | str | None = None, bytes_per_pixel: int = 16384) -> np.ndarray:
+def upscale_tiled(
+    fn: TileFn,
+    image: torch.Tensor,
+    scale: int,
+    out: np.ndarray,
+    *,
+    tile: int | Literal["auto"] | None = "auto",
+    overlap: int = 32,
+    batch: int | Literal["auto"] = 1,
+    progress: Progress | None = None,
+    device: torch.device | str | None = None,
+    bytes_per_pixel: int = 16384,
+) -> np.ndarray:
     """`run_tiles` with automatic sizes: `tile="auto"` from free memory on `device`, `batch="auto"` as many
     tiles per call as fit beside it on a GPU (one on a CPU, where more do not run faster: see
     docs/benchmarks.md, "Batched tiles"). After an out-of-memory error the batch is halved first, then an
@@ -187,7 +210,9 @@ def upscale_tiled(fn: TileFn, image: torch.Tensor, scale: int, out: np.ndarray, 
     count = batch if batch != "auto" else auto_batch(free, bytes_per_pixel, size or longest, device)
     while True:
         try:
-            return run_tiles(fn, image, scale, out, tile=size, overlap=overlap, progress=progress, batch=count)
+            return run_tiles(
+                fn, image, scale, out, tile=size, overlap=overlap, progress=progress, batch=count
+            )
         except Exception as exc:
             if not is_out_of_memory(exc) or (count == 1 and (tile != "auto" or size <= MIN_AUTO_TILE)):
                 raise

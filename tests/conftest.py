@@ -108,9 +108,12 @@ def read_only_folder(request, tmp_path, monkeypatch) -> Iterator[Path]:
     folder = tmp_path / "read-only"
     folder.mkdir()
     if request.param == "mounted":
+
         def mount(*args: str) -> bool:
-            return shutil.which("mount") is not None and subprocess.run(
-                ["mount", *args], check=False, capture_output=True).returncode == 0
+            return (
+                shutil.which("mount") is not None
+                and subprocess.run(["mount", *args], check=False, capture_output=True).returncode == 0
+            )
 
         if not mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)):
             pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
@@ -146,6 +149,7 @@ def _simulate_read_only(folder: Path, monkeypatch) -> None:
             if inside(path) and writes(*args, **kwargs):
                 refuse(path)
             return function(path, *args, **kwargs)
+
         return guarded
 
     def opens_for_writing(mode: str = "r", *args, **kwargs) -> bool:

@@ -82,14 +82,21 @@ class FakeHub(http.server.ThreadingHTTPServer):
         if parts == ["api", "validate-yaml"]:
             return 200, {}, {"errors": [], "warnings": []}
         if authorization.removeprefix("Bearer ") not in self.tokens:
-            return 401, {"X-Error-Message": "Invalid credentials in Authorization header"}, {"error": "Invalid token"}
+            return (
+                401,
+                {"X-Error-Message": "Invalid credentials in Authorization header"},
+                {"error": "Invalid token"},
+            )
         if parts == ["api", "repos", "create"]:
             request = json.loads(body)
             repo = f"{request['organization']}/{request['name']}"
             if self.exists(repo):
                 return 409, {}, {"error": "You already created this model repo", "url": f"{self.url}/{repo}"}
-            self.publish(repo, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
-                         message="initial commit")
+            self.publish(
+                repo,
+                {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
+                message="initial commit",
+            )
             self.visibility[repo] = request.get("visibility", "public")
             return 200, {}, {"url": f"{self.url}/{repo}", "name": repo}
         if len(parts) != 6 or parts[:2] != ["api", "models"]:
@@ -99,8 +106,15 @@ class FakeHub(http.server.ThreadingHTTPServer):
             return 404, {"X-Error-Code": "RepoNotFound"}, {"error": "Repository not found"}
         if action == "preupload":
             files = json.loads(body)["files"]
-            return 200, {}, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                       for f in files]}
+            return (
+                200,
+                {},
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                    ]
+                },
+            )
         if action == "branch":
             if (repo, revision) in self.branches:
                 return 409, {}, {"error": "Reference already exists"}
@@ -116,8 +130,15 @@ class FakeHub(http.server.ThreadingHTTPServer):
                     return 400, {}, {"error": f"this test Hub takes inline files only, got {line['key']}"}
                 files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
             commit = self.publish(repo, files, branch=revision, message=lines[0]["value"]["summary"])
-            return 200, {}, {"commitUrl": f"{self.url}/{repo}/commit/{commit}", "commitOid": commit,
-                             "pullRequestUrl": None}
+            return (
+                200,
+                {},
+                {
+                    "commitUrl": f"{self.url}/{repo}/commit/{commit}",
+                    "commitOid": commit,
+                    "pullRequestUrl": None,
+                },
+            )
         return 404, {}, {"error": "no such endpoint"}
 
 
@@ -141,8 +162,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         status, commit, headers, data = self.server.lookup(self.path)
         self._send(status, commit, headers, data if send_body else b"", length=len(data))
 
-    def _send(self, status: int, commit: str | None, headers: dict[str, str], data: bytes,
-              length: int | None = None) -> None:
+    def _send(
+        self, status: int, commit: str | None, headers: dict[str, str], data: bytes, length: int | None = None
+    ) -> None:
         self.send_response(status)
         if commit is not None:
             self.send_header("X-Repo-Commit", commit)
@@ -168,8 +190,9 @@ def serving() -> Iterator[FakeHub]:
     server.server_close()
 
 
-def run_python(args: list[str], hub: FakeHub, home: Path, *, offline: bool = False,
-               token: str | None = None) -> subprocess.CompletedProcess:
+def run_python(
+    args: list[str], hub: FakeHub, home: Path, *, offline: bool = False, token: str | None = None
+) -> subprocess.CompletedProcess:
     """`python ARGS` with the Hub at `hub`, its cache under `home`, `token` as HF_TOKEN, and nothing inherited
     from the user's HF setup (no saved token either: HF_HOME is `home`)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
@@ -184,5 +207,12 @@ def run_python(args: list[str], hub: FakeHub, home: Path, *, offline: bool = Fal
     )
     if token is not None:
         env["HF_TOKEN"] = token
-    return subprocess.run([sys.executable, *args], env=env, cwd=home.parent, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, *args],
+        env=env,
+        cwd=home.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

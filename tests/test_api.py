@@ -59,9 +59,17 @@ def test_tiled_is_close_to_whole_image(tiny):
     assert psnr > 30  # MMA's scan sees the whole tile, so only a close match is possible
 
 
-@pytest.mark.parametrize("shape,dtype", [((9, 7), np.uint8), ((9, 7), np.uint16), ((9, 7, 1), np.float64),
-                                         ((9, 7, 2), np.uint8), ((9, 7, 4), np.uint16),
-                                         ((9, 7, 3), np.float32)])
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [
+        ((9, 7), np.uint8),
+        ((9, 7), np.uint16),
+        ((9, 7, 1), np.float64),
+        ((9, 7, 2), np.uint8),
+        ((9, 7, 4), np.uint16),
+        ((9, 7, 3), np.float32),
+    ],
+)
 def test_numpy_keeps_layout_and_dtype(tiny, shape, dtype):
     scale = 65535 if dtype == np.uint16 else 255 if dtype == np.uint8 else 1
     array = (RNG.random(shape) * scale).astype(dtype)
@@ -79,8 +87,13 @@ def test_grey_goes_through_rgb_and_back(tiny):
 def test_alpha_resize_and_model(tiny):
     rgba = RNG.random((10, 12, 4)).astype(np.float32)
     resized = upscale(rgba, 2, tiny, tile=None, alpha="resize")
-    expected = nn.functional.interpolate(torch.from_numpy(rgba[..., 3])[None, None], scale_factor=2,
-                                         mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy()
+    expected = (
+        nn.functional.interpolate(
+            torch.from_numpy(rgba[..., 3])[None, None], scale_factor=2, mode="bicubic", align_corners=False
+        )[0, 0]
+        .clamp(0, 1)
+        .numpy()
+    )
     np.testing.assert_allclose(resized[..., 3], expected, atol=1e-6)
     np.testing.assert_allclose(resized[..., :3], direct(tiny, rgba[..., :3]), atol=1e-5)
     through = upscale(rgba, 2, tiny, tile=None, alpha="model")
@@ -97,16 +110,30 @@ def test_torch_keeps_layout(tiny, shape):
     assert result.shape == (*shape[:-2], 12, 10) and result.dtype == torch.float64
     if shape[-3] == 3:
         first = tensor.reshape(-1, *shape[-3:])[0].permute(1, 2, 0).numpy()
-        np.testing.assert_allclose(result.reshape(-1, 3, 12, 10)[0].permute(1, 2, 0).numpy(),
-                                   direct(tiny, first), atol=1e-5)
+        np.testing.assert_allclose(
+            result.reshape(-1, 3, 12, 10)[0].permute(1, 2, 0).numpy(), direct(tiny, first), atol=1e-5
+        )
 
 
-@pytest.mark.parametrize("mode,expected", [("RGB", "RGB"), ("RGBA", "RGBA"), ("L", "L"), ("LA", "LA"),
-                                           ("P", "RGB"), ("CMYK", "RGB"), ("I;16", "I;16")])
+@pytest.mark.parametrize(
+    "mode,expected",
+    [
+        ("RGB", "RGB"),
+        ("RGBA", "RGBA"),
+        ("L", "L"),
+        ("LA", "LA"),
+        ("P", "RGB"),
+        ("CMYK", "RGB"),
+        ("I;16", "I;16"),
+    ],
+)
 def test_pil_modes(tiny, mode, expected):
     base = Image.fromarray(RNG.integers(0, 256, (6, 7, 3), dtype=np.uint8))
-    image = (Image.fromarray(RNG.integers(0, 65536, (6, 7), dtype=np.uint16)) if mode == "I;16"
-             else base.convert(mode))
+    image = (
+        Image.fromarray(RNG.integers(0, 65536, (6, 7), dtype=np.uint16))
+        if mode == "I;16"
+        else base.convert(mode)
+    )
     result = upscale(image, 2, tiny, tile=None)
     assert result.mode == expected and result.size == (14, 12)
     if mode == "I;16":
@@ -119,8 +146,9 @@ def test_path_gives_pil_with_exif_and_icc(tiny, tmp_path):
     exif[0x010F] = "TestMaker"
     exif[0x0112] = 8  # rotated: read upright as 6 wide x 4 high
     path = tmp_path / "in.png"
-    Image.fromarray(RNG.integers(0, 256, (6, 4, 3), dtype=np.uint8)).save(path, icc_profile=icc,
-                                                                            exif=exif.tobytes())
+    Image.fromarray(RNG.integers(0, 256, (6, 4, 3), dtype=np.uint8)).save(
+        path, icc_profile=icc, exif=exif.tobytes()
+    )
     result = upscale(path, 2, tiny, tile=None)
     assert isinstance(result, Image.Image) and result.size == (12, 8)
     assert result.info["icc_profile"] == icc
@@ -213,8 +241,14 @@ def test_nan_in_float32_is_an_error():
 
 def test_progress_callback_and_bar(tiny, capsys):
     calls = []
-    upscale(RNG.random((30, 30, 3)).astype(np.float32), 2, tiny, tile=16, overlap=4,
-            progress=lambda done, total: calls.append((done, total)))
+    upscale(
+        RNG.random((30, 30, 3)).astype(np.float32),
+        2,
+        tiny,
+        tile=16,
+        overlap=4,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls[-1][0] == calls[-1][1] == len(calls) > 1
     upscale(np.zeros((4, 4, 3), np.uint8), 2, tiny, tile=None)
     assert capsys.readouterr() == ("", "")  # nothing printed unless asked

@@ -24,8 +24,9 @@ def tiny_model(scale: int = 2, seed: int = 0, **overrides: int) -> torch.nn.Modu
     return build_model("mma-t", scale, **{**TINY, **overrides}).eval()
 
 
-def save_authors_pth(path: Path, state: dict[str, torch.Tensor], *, key: str | None = "params_ema",
-                     prefix: str = "module.") -> Path:
+def save_authors_pth(
+    path: Path, state: dict[str, torch.Tensor], *, key: str | None = "params_ema", prefix: str = "module."
+) -> Path:
     """A checkpoint as BasicSR writes it: {"params": ..., "params_ema": ...}, keys maybe DDP-prefixed."""
     prefixed = {prefix + name: tensor for name, tensor in state.items()}
     if key is None:
@@ -45,7 +46,9 @@ def spec_keys(spec_dir: Path, name: str) -> dict[str, tuple[int, ...]]:
 @pytest.mark.parametrize(("key", "prefix"), [("params_ema", "module."), ("params", ""), (None, "module.")])
 def test_authors_pth_picks_the_right_weights_and_strips_the_ddp_prefix(tmp_path, key, prefix):
     state = tiny_model().state_dict()
-    loaded, metadata = load_checkpoint(save_authors_pth(tmp_path / "net_g.pth", state, key=key, prefix=prefix))
+    loaded, metadata = load_checkpoint(
+        save_authors_pth(tmp_path / "net_g.pth", state, key=key, prefix=prefix)
+    )
     assert list(loaded) == list(state)
     assert all(torch.equal(loaded[name], state[name]) for name in state)  # params_ema, not the decoy params
     assert metadata == {"file_format": "pth", "state_key": key}
@@ -109,15 +112,19 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, container):
 
 def test_safetensors_metadata_round_trip(tmp_path):
     model = tiny_model(scale=4)
-    path = save_safetensors(model, tmp_path / "w.safetensors", data="T91+BSDS200", iterations=1200,
-                            validation={"Set5": 30.1})
+    path = save_safetensors(
+        model, tmp_path / "w.safetensors", data="T91+BSDS200", iterations=1200, validation={"Set5": 30.1}
+    )
     state, metadata = load_checkpoint(path)
     assert metadata["format"] == "pt"  # the safetensors convention other tools check
     assert metadata["format_version"] == 1
     assert (metadata["variant"], metadata["scale"]) == ("mma-t", 4)
     assert MMAConfig.from_dict(metadata["config"]) == model.config
-    assert (metadata["data"], metadata["iterations"], metadata["validation"]) == ("T91+BSDS200", 1200,
-                                                                                 {"Set5": 30.1})
+    assert (metadata["data"], metadata["iterations"], metadata["validation"]) == (
+        "T91+BSDS200",
+        1200,
+        {"Set5": 30.1},
+    )
     assert all(torch.equal(state[name], value) for name, value in model.state_dict().items())
 
 
@@ -234,8 +241,12 @@ def test_file_whose_metadata_contradicts_its_tensors(tmp_path):
     """A wrong variant/scale weights file: metadata claims x4, tensors are x2."""
     model = tiny_model(scale=2)
     path = tmp_path / "liar.safetensors"
-    save_file(dict(model.state_dict()), str(path), metadata=encode_metadata(MMAConfig.named("mma-t", 4, **TINY), {}))
-    with pytest.raises(CheckpointError, match=r"liar.safetensors: weights do not fit mma-t x4 .* holds custom x2"):
+    save_file(
+        dict(model.state_dict()), str(path), metadata=encode_metadata(MMAConfig.named("mma-t", 4, **TINY), {})
+    )
+    with pytest.raises(
+        CheckpointError, match=r"liar.safetensors: weights do not fit mma-t x4 .* holds custom x2"
+    ):
         model_from_file(path)
 
 

@@ -12,8 +12,10 @@ from mma.cli import app
 def test_scale_below_one_is_one_clear_line(tmp_path, scale):
     result = CliRunner().invoke(app, ["eval", str(tmp_path), "--scale", scale, "-m", "bicubic"])
     assert result.exit_code == 1
-    assert result.stderr == f"error: --scale {scale}: the factor the HR images are reduced and enlarged by; " \
-                            "use 2, 3 or 4\n"
+    assert (
+        result.stderr == f"error: --scale {scale}: the factor the HR images are reduced and enlarged by; "
+        "use 2, 3 or 4\n"
+    )
 
 
 def test_missing_dataset_folder_points_to_where_the_sets_come_from(tmp_path):

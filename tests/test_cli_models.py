@@ -60,8 +60,12 @@ def test_models_lists_every_model_with_counts_and_sources(bundled_dir):
     save_safetensors(tiny(2), bundled_dir / "mma-t-x2" / "model.safetensors")
     rows = models_rows(mma("models"))
     assert set(rows) == {(v, f"x{s}") for v in ("mma-t", "mma-b") for s in (2, 3, 4)}
-    counts = {("mma-t", "x2"): "795,735", ("mma-t", "x3"): "899,655", ("mma-t", "x4"): "878,871",
-              ("mma-b", "x2"): "19,824,627"}
+    counts = {
+        ("mma-t", "x2"): "795,735",
+        ("mma-t", "x3"): "899,655",
+        ("mma-t", "x4"): "878,871",
+        ("mma-b", "x2"): "19,824,627",
+    }
     for key, count in counts.items():
         assert rows[key][2] == count
     assert rows["mma-t", "x2"][3:] == ["yes", "-", "-", "bundled"]  # bundled, but no scores file
@@ -78,13 +82,21 @@ def test_models_shows_the_bundled_scores_that_bundle_py_writes(bundled_dir, load
     def result(name: str, psnr: float) -> DatasetResult:
         return DatasetResult(name, 3, (ImageScore("a.png", psnr, 0.91, 0.1),))
 
-    scores = bundle.scores([result("Set5", 33.234), result("Set14", 29.6049)],
-                           [result("Set5", 30.4), result("Set14", 27.6)], 3, 6637)
+    scores = bundle.scores(
+        [result("Set5", 33.234), result("Set14", 29.6049)],
+        [result("Set5", 30.4), result("Set14", 27.6)],
+        3,
+        6637,
+    )
     (bundled_dir / "mma-t-x3" / registry.SCORES_NAME).write_text(json.dumps(scores))
     rows = models_rows(mma("models"))
     assert rows["mma-t", "x3"][3:] == ["yes", "33.23", "29.60", "bundled"]
     assert registry.REGISTRY["mma-t", 3].bundled_scores()["Set14"] == {
-        "psnr": 29.6049, "ssim": 0.91, "bicubic_psnr": 27.6, "bicubic_ssim": 0.91}
+        "psnr": 29.6049,
+        "ssim": 0.91,
+        "bicubic_psnr": 27.6,
+        "bicubic_ssim": 0.91,
+    }
 
 
 def test_models_reports_a_damaged_scores_file(bundled_dir):
@@ -117,12 +129,15 @@ def test_download_of_bundled_weights_prints_their_path(bundled_dir):
     assert result.stdout.strip() == str(path)
 
 
-@pytest.mark.parametrize(("args", "fragments"), [
-    (["mma-b", "-s", "2"], ["no weights for mma-b x2", "mma convert AUTHORS.pth mma-b-x2.safetensors"]),
-    (["mma-t", "-s", "5"], ["unsupported scale 5"]),
-    (["mma-z"], ["unknown model 'mma-z'"]),
-    (["missing.safetensors"], ["missing.safetensors: no such weights file"]),
-])
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["mma-b", "-s", "2"], ["no weights for mma-b x2", "mma convert AUTHORS.pth mma-b-x2.safetensors"]),
+        (["mma-t", "-s", "5"], ["unsupported scale 5"]),
+        (["mma-z"], ["unknown model 'mma-z'"]),
+        (["missing.safetensors"], ["missing.safetensors: no such weights file"]),
+    ],
+)
 def test_download_errors(bundled_dir, tmp_path, monkeypatch, args, fragments):
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(mma("download", *args), *fragments)
@@ -157,7 +172,9 @@ def test_convert_refuses_to_overwrite_without_force(tmp_path):
     source = authors_pth(tmp_path / "a.pth", tiny())
     output = tmp_path / "out.safetensors"
     output.write_bytes(b"keep me")
-    assert_one_line_error(mma("convert", source, output), "out.safetensors: exists (use --force to overwrite)")
+    assert_one_line_error(
+        mma("convert", source, output), "out.safetensors: exists (use --force to overwrite)"
+    )
     assert output.read_bytes() == b"keep me"
     assert mma("convert", source, output, "--force").exit_code == 0
     assert load_checkpoint(output)[1]["scale"] == 2
@@ -173,7 +190,7 @@ def _malicious(path: Path, marker: Path) -> Path:
 
 
 def _corrupt(path: Path) -> Path:
-    path.write_bytes(b"\x20\x00\x00\x00\x00\x00\x00\x00{\"w\": {\"dtype\": \"F32\", \"shape\": [9")
+    path.write_bytes(b'\x20\x00\x00\x00\x00\x00\x00\x00{"w": {"dtype": "F32", "shape": [9')
     return path
 
 
@@ -182,12 +199,15 @@ def _not_mma(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("make", "fragments"), [
-    (lambda d: _malicious(d / "evil.pth", d / "ran"), ["evil.pth: refused"]),
-    (lambda d: _corrupt(d / "bad.safetensors"), ["bad.safetensors: not a valid safetensors file"]),
-    (lambda d: _not_mma(d / "other.pth"), ["not an MMA checkpoint"]),
-    (lambda d: d / "absent.pth", ["absent.pth: no such weights file"]),
-])
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [
+        (lambda d: _malicious(d / "evil.pth", d / "ran"), ["evil.pth: refused"]),
+        (lambda d: _corrupt(d / "bad.safetensors"), ["bad.safetensors: not a valid safetensors file"]),
+        (lambda d: _not_mma(d / "other.pth"), ["not an MMA checkpoint"]),
+        (lambda d: d / "absent.pth", ["absent.pth: no such weights file"]),
+    ],
+)
 def test_convert_bad_inputs_write_nothing(tmp_path, make, fragments):
     source = make(tmp_path)
     output = tmp_path / "out.safetensors"

@@ -111,8 +111,9 @@ def test_sixteen_bit_colour_png_stays_sixteen_bit(run, tmp_path):
     from mma.imaging.io import ImageMeta, write_pixels
     from mma.imaging.png16 import read_png16
 
-    source = write_pixels(RNG.integers(0, 65536, (6, 5, 4), dtype=np.uint16), ImageMeta(3, True, 16),
-                          tmp_path / "deep.png")
+    source = write_pixels(
+        RNG.integers(0, 65536, (6, 5, 4), dtype=np.uint16), ImageMeta(3, True, 16), tmp_path / "deep.png"
+    )
     result = run(source)
     assert result.exit_code == 0 and "warning" not in result.stderr
     pixels, _, _ = read_png16(tmp_path / "deep_x2.png", None)
@@ -122,24 +123,32 @@ def test_sixteen_bit_colour_png_stays_sixteen_bit(run, tmp_path):
 
 def bomb(path: Path) -> Path:
     """A PNG header claiming 40000 x 40000 pixels (over Pillow's limit) with no real pixel data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("missing", "no such file"),
-    ("empty folder", "no images in this folder"),
-    ("glob without matches", "no files match"),
-    ("text file", "not an image"),
-    ("truncated", "truncated or corrupt"),
-    ("zero bytes", "empty file"),
-    ("bomb", "decompression-bomb"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing", "no such file"),
+        ("empty folder", "no images in this folder"),
+        ("glob without matches", "no files match"),
+        ("text file", "not an image"),
+        ("truncated", "truncated or corrupt"),
+        ("zero bytes", "empty file"),
+        ("bomb", "decompression-bomb"),
+    ],
+)
 def test_bad_inputs_are_reported_and_the_batch_goes_on(run, tmp_path, case, needle):
     good = picture(tmp_path / "good.png")
     if case == "missing":
@@ -225,14 +234,17 @@ def network_runs(monkeypatch) -> list[int]:
     return calls
 
 
-def test_read_only_folder_fails_before_any_work_and_the_batch_goes_on(run, tmp_path, read_only_folder,
-                                                                      network_runs):
+def test_read_only_folder_fails_before_any_work_and_the_batch_goes_on(
+    run, tmp_path, read_only_folder, network_runs
+):
     good = picture(tmp_path / "good.png")
     result = run(good, "-o", read_only_folder / "out.png")  # one input, its output in the read-only folder
     assert result.exit_code == 1 and network_runs == []
-    line, = errors(result)
+    (line,) = errors(result)
     assert "out.png: cannot write there (" in line and "Read-only file system" in line
-    result = run(picture(tmp_path / "other.png"), good, "-o", read_only_folder)  # several inputs into a read-only output folder
+    result = run(
+        picture(tmp_path / "other.png"), good, "-o", read_only_folder
+    )  # several inputs into a read-only output folder
     assert result.exit_code == 1 and network_runs == []
     assert "cannot be the output folder" in errors(result)[0] and len(errors(result)) == 1
     assert sorted(p.name for p in read_only_folder.iterdir()) == ["inside.txt"]
@@ -293,7 +305,9 @@ def test_skip_existing_resumes_a_batch(run, tmp_path, network_runs):
     finished = (out / "a_x2.png").read_bytes()
     network_runs.clear()
     plain = run(folder, "-o", out)  # without the flag an existing output is an error
-    assert plain.exit_code == 1 and "exists (use --force to replace it, or --skip-existing" in errors(plain)[0]
+    assert (
+        plain.exit_code == 1 and "exists (use --force to replace it, or --skip-existing" in errors(plain)[0]
+    )
     (out / "b_x2.png").unlink()
     (out / "c_x2.png").unlink()
     network_runs.clear()
@@ -323,8 +337,9 @@ def test_earlier_outputs_are_not_inputs_by_their_metadata_not_their_name(run, tm
     assert second.exit_code == 0, second.stderr
     assert {p.name for p in folder.iterdir()} == first | {"good_again.png", "holiday_x2_again.png"}
     globbed = run(str(folder / "*_x2*.png"), "--suffix", "_glob")
-    assert {p.name for p in folder.iterdir()} - first - {"good_again.png", "holiday_x2_again.png"} == \
-        {"holiday_x2_glob.png"}
+    assert {p.name for p in folder.iterdir()} - first - {"good_again.png", "holiday_x2_again.png"} == {
+        "holiday_x2_glob.png"
+    }
     assert globbed.exit_code == 0
     with Image.open(folder / "good_x2.png") as out:  # the mark: program, version, model file name, scale
         assert out.getexif()[0x0131] == f"mma-sr {mma.__version__} (tiny_x2.safetensors x2)"
@@ -336,8 +351,10 @@ def test_a_folder_of_earlier_outputs_only_says_so(run, tmp_path):
     assert run(source, "-o", out / "a_big.png").exit_code == 0
     result = run(out)
     assert result.exit_code == 1
-    assert "no images in this folder (only 1 written by mma upscale, which are not taken as inputs)" in \
-        errors(result)[0]
+    assert (
+        "no images in this folder (only 1 written by mma upscale, which are not taken as inputs)"
+        in errors(result)[0]
+    )
     assert run(out / "a_big.png", "-o", tmp_path / "again.png").exit_code == 0  # named explicitly: taken
 
 
@@ -356,7 +373,10 @@ def test_flags_take_no_value_and_help_shows_them_as_flags(run, tmp_path):
 @pytest.mark.parametrize("scale", ["0", "1", "-2"])
 def test_scale_below_two_is_explained(run, tmp_path, scale):
     result = run(picture(tmp_path / "a.png"), "--scale", scale)
-    assert result.exit_code == 1 and f"--scale {scale}: the factor to enlarge by; use 2, 3 or 4" in errors(result)[0]
+    assert (
+        result.exit_code == 1
+        and f"--scale {scale}: the factor to enlarge by; use 2, 3 or 4" in errors(result)[0]
+    )
 
 
 def test_version():
@@ -364,10 +384,16 @@ def test_version():
     assert result.exit_code == 0 and result.stdout == f"mma-sr {mma.__version__}\n"
 
 
-@pytest.mark.parametrize("args,needle", [(["--tile", "big"], "--tile big"),
-                                         (["--format", "gif"], "--format gif"),
-                                         (["--alpha", "x"], "--alpha x"), (["--device", "toaster"], "device"),
-                                         (["--dtype", "fp8"], "dtype")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--tile", "big"], "--tile big"),
+        (["--format", "gif"], "--format gif"),
+        (["--alpha", "x"], "--alpha x"),
+        (["--device", "toaster"], "device"),
+        (["--dtype", "fp8"], "dtype"),
+    ],
+)
 def test_bad_options(run, tmp_path, args, needle):
     source = picture(tmp_path / "a.png")
     result = run(source, *args)

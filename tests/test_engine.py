@@ -39,11 +39,22 @@ def tiny() -> torch.nn.Module:
 # ----- one code path: eval, upscale and training validation give one number -----------------------------
 
 
-def test_eval_scores_are_the_metrics_of_upscale_outputs(tiny_dataset: Path, tiny_weights: Path,
-                                                        tmp_path: Path) -> None:
+def test_eval_scores_are_the_metrics_of_upscale_outputs(
+    tiny_dataset: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
     report = tmp_path / "scores.json"
-    args = ["eval", str(tiny_dataset), "-s", "2", "-m", str(tiny_weights), "--device", "cpu", "--json",
-            str(report)]
+    args = [
+        "eval",
+        str(tiny_dataset),
+        "-s",
+        "2",
+        "-m",
+        str(tiny_weights),
+        "--device",
+        "cpu",
+        "--json",
+        str(report),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     scores = json.loads(report.read_text())["datasets"]["Tiny"]
@@ -56,8 +67,12 @@ def test_eval_scores_are_the_metrics_of_upscale_outputs(tiny_dataset: Path, tiny
     assert scores["psnr"] == pytest.approx(np.mean(psnrs), abs=1e-9)
     assert scores["ssim"] == pytest.approx(np.mean(ssims), abs=1e-9)
     images = sorted(p for p in tiny_dataset.iterdir() if p.suffix != ".txt")
-    during_training = validate(mma.load_model(tiny_weights).network.train(), ValidationSet("Tiny", tuple(images)),
-                               2, torch.device("cpu"))
+    during_training = validate(
+        mma.load_model(tiny_weights).network.train(),
+        ValidationSet("Tiny", tuple(images)),
+        2,
+        torch.device("cpu"),
+    )
     assert (during_training.psnr, during_training.ssim) == (scores["psnr"], scores["ssim"])
 
 
@@ -92,8 +107,9 @@ def test_out_of_memory_halves_the_batch_before_the_tile() -> None:
     image = torch.rand(3, 48, 48)
     upscale_tiled(fn, image, 2, out, tile=16, overlap=4, batch=8)
     assert {size for _, size in calls} == {16} and calls[-1][0] <= 2
-    np.testing.assert_allclose(out, image.repeat_interleave(2, -1).repeat_interleave(2, -2).permute(1, 2, 0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out, image.repeat_interleave(2, -1).repeat_interleave(2, -2).permute(1, 2, 0), atol=1e-6
+    )
 
 
 def test_auto_batch_fills_gpu_memory_and_stays_one_on_cpu() -> None:
@@ -189,8 +205,11 @@ def test_registry_names_and_tags() -> None:
     default = mma.load_model("mma-t", 2)
     tagged = mma.load_model(f"mma-t-x2.{BUNDLED_TAG}")
     assert default.scale == tagged.scale == 2 and tagged.source.tag == BUNDLED_TAG
-    assert default.sha256 == tagged.sha256 == hashlib.sha256(
-        (BUNDLED_DIR / "mma-t-x2" / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        default.sha256
+        == tagged.sha256
+        == hashlib.sha256((BUNDLED_DIR / "mma-t-x2" / "model.safetensors").read_bytes()).hexdigest()
+    )
     assert mma.load_model("mma-t").scale == 4  # a bare name means x4
     assert mma.load_model("mma-t-x3").source.location == f"mma-t-x3.{BUNDLED_TAG}"
     with pytest.raises(ConfigError, match="no tag 'nope': available tags are " + BUNDLED_TAG):
@@ -201,8 +220,10 @@ def test_registry_names_and_tags() -> None:
 
 def test_memory_estimate_follows_the_measurements() -> None:
     """docs/benchmarks.md measured ~4 KB per input pixel for MMA-T x2, ~9 KB at x4 and ~12 KB for MMA-B x2."""
-    estimate = {name: memory_per_pixel(mma.MMAConfig.named(v, s)) for name, (v, s) in
-                {"t2": ("mma-t", 2), "t4": ("mma-t", 4), "b2": ("mma-b", 2)}.items()}
+    estimate = {
+        name: memory_per_pixel(mma.MMAConfig.named(v, s))
+        for name, (v, s) in {"t2": ("mma-t", 2), "t4": ("mma-t", 4), "b2": ("mma-b", 2)}.items()
+    }
     assert 4_000 < estimate["t2"] < 7_000 and 9_000 < estimate["t4"] < 14_000
     assert 12_000 < estimate["b2"] < 25_000
 

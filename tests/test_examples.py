@@ -13,8 +13,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def run(script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True,
-                          timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -29,8 +34,17 @@ def test_upscale_python_upscales_the_sample_photo(tmp_path: Path) -> None:
 @pytest.mark.data
 def test_before_after_writes_the_figure_and_beats_bicubic(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "figure.png"
-    output = run("before_after.py", "--image", str(data_dir / "Set5" / "HR" / "butterfly.png"), "--scale", "4",
-                 "--crop", "96", "--out", str(out))
+    output = run(
+        "before_after.py",
+        "--image",
+        str(data_dir / "Set5" / "HR" / "butterfly.png"),
+        "--scale",
+        "4",
+        "--crop",
+        "96",
+        "--out",
+        str(out),
+    )
     bicubic, ours = (float(part.split()[-2]) for part in output.split(":", 1)[1].split("->")[0].split(","))
     assert ours > bicubic
     with Image.open(out) as figure:
@@ -46,8 +60,25 @@ def test_lam_compare_writes_the_figure_and_a_report(tmp_path: Path) -> None:
     cnn = tmp_path / "cnn.safetensors"
     save_safetensors(build_model("mma-t", 2, mixer="cnn+ca"), cnn)
     out = tmp_path / "lam.png"
-    run("lam_compare.py", "--image", str(EXAMPLES / "astronaut.png"), "--x", "56", "--y", "56", "--window", "8",
-        "--crop", "16", "--steps", "2", "--cnn-model", str(cnn), "--out", str(out))
+    run(
+        "lam_compare.py",
+        "--image",
+        str(EXAMPLES / "astronaut.png"),
+        "--x",
+        "56",
+        "--y",
+        "56",
+        "--window",
+        "8",
+        "--crop",
+        "16",
+        "--steps",
+        "2",
+        "--cnn-model",
+        str(cnn),
+        "--out",
+        str(out),
+    )
     report = json.loads(out.with_suffix(".json").read_text())
     assert set(report["models"]) == {"MMA-T", "w/ CNN"}
     for model in report["models"].values():

@@ -87,10 +87,19 @@ def test_download_then_offline_from_the_cache_with_revision_pins(hub, tmp_path):
         {"kind": "resolve", "name": "mma-test/pinned"},
         {"kind": "resolve", "name": f"mma-test/pinned@{pinned}"},
     ]
-    expected = [{"ok": model.config.to_dict()}, {"ok": sha(files["model.safetensors"])}, {"ok": sha(old)},
-                {"ok": [source, True]}, {"ok": sha(new)}, {"ok": sha(old)}]
+    expected = [
+        {"ok": model.config.to_dict()},
+        {"ok": sha(files["model.safetensors"])},
+        {"ok": sha(old)},
+        {"ok": [source, True]},
+        {"ok": sha(new)},
+        {"ok": sha(old)},
+    ]
     home = tmp_path / "hf-home"
-    assert drive(ops, hub, home) == [{"ok": [source, False]}, *expected]  # not offline-ready before the download
+    assert drive(ops, hub, home) == [
+        {"ok": [source, False]},
+        *expected,
+    ]  # not offline-ready before the download
     assert any(request.startswith("GET /mma-test/pinned/resolve/") for request in hub.requests)
 
     hub.requests.clear()
@@ -124,7 +133,10 @@ def test_missing_repository_revision_and_file(hub, tmp_path):
     ops = [
         {"kind": "resolve", "name": "mma-test/absent"},
         {"kind": "resolve", "name": "mma-test/weights-only@no-such-tag"},
-        {"kind": "pretrained", "name": "mma-test/weights-only"},  # no config.json: the weights must say it all
+        {
+            "kind": "pretrained",
+            "name": "mma-test/weights-only",
+        },  # no config.json: the weights must say it all
     ]
     results = drive(ops, hub, tmp_path / "hf-home")
     assert [r.get("error") for r in results] == ["WeightsNotFoundError"] * 2 + ["CheckpointError"]
@@ -170,14 +182,17 @@ def test_sha256_helpers(tmp_path):
         verify_sha256(path, "f" * 64, "blob")
 
 
-@pytest.mark.parametrize(("text", "parsed"), [
-    ("owner/name", ("owner/name", None)),
-    ("owner/name@v1.0", ("owner/name", "v1.0")),
-    ("org-x/mma_t.x2@" + "a" * 40, ("org-x/mma_t.x2", "a" * 40)),
-    ("mma-t", None),
-    ("/abs/path", None),
-    ("./rel/path", None),
-    ("a/b/c", None),
-])
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("owner/name", ("owner/name", None)),
+        ("owner/name@v1.0", ("owner/name", "v1.0")),
+        ("org-x/mma_t.x2@" + "a" * 40, ("org-x/mma_t.x2", "a" * 40)),
+        ("mma-t", None),
+        ("/abs/path", None),
+        ("./rel/path", None),
+        ("a/b/c", None),
+    ],
+)
 def test_parse_repo_id(text, parsed):
     assert parse_repo_id(text) == parsed

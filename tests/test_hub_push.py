@@ -23,8 +23,10 @@ from mma.weights.hub import card_with_sha256, push_folder
 CARD = "---\nlicense: mit\nlibrary_name: mma-sr\n---\n\n# A tiny test model\n\nFor tests only.\n"
 
 # Loads each repository id with mma.load_model in a fresh process: [sha256 of the weights read, config].
-LOADER = ("import json, sys, mma\n"
-          "print(json.dumps([[m.source.sha256, m.config.to_dict()] for m in map(mma.load_model, sys.argv[1:])]))")
+LOADER = (
+    "import json, sys, mma\n"
+    "print(json.dumps([[m.source.sha256, m.config.to_dict()] for m in map(mma.load_model, sys.argv[1:])]))"
+)
 
 
 def folder_with(path: Path, seed: int, card: str | None = CARD) -> Path:
@@ -51,15 +53,22 @@ def test_push_then_load_from_a_fresh_cache(local_hub, tmp_path):
     hub = local_hub
     first = folder_with(tmp_path / "first", seed=0)
     card_before = (first / "README.md").read_bytes()
-    pushed = run_python(["-m", "mma", "push", str(first), "me/tiny", "--private", "--message", "first weights"],
-                        hub, tmp_path / "home-push", token=WRITE_TOKEN)
+    pushed = run_python(
+        ["-m", "mma", "push", str(first), "me/tiny", "--private", "--message", "first weights"],
+        hub,
+        tmp_path / "home-push",
+        token=WRITE_TOKEN,
+    )
     assert pushed.returncode == 0, pushed.stderr
     files = hub.head("me/tiny")
     assert sorted(files) == [".gitattributes", "README.md", "config.json", "model.safetensors"]
     assert files["model.safetensors"] == (first / "model.safetensors").read_bytes()
     assert files["config.json"] == (first / "config.json").read_bytes()
     card = files["README.md"].decode()
-    assert card.startswith(CARD.rstrip()) and f"`model.safetensors` sha256: `{sha(first / 'model.safetensors')}`" in card
+    assert (
+        card.startswith(CARD.rstrip())
+        and f"`model.safetensors` sha256: `{sha(first / 'model.safetensors')}`" in card
+    )
     assert (first / "README.md").read_bytes() == card_before  # the folder is an input: never changed
     assert hub.visibility["me/tiny"] == "private"
     commit = hub.branches["me/tiny", "main"]
@@ -76,13 +85,19 @@ def test_push_then_load_from_a_fresh_cache(local_hub, tmp_path):
     again = push_folder(first, "me/tiny@v1", token=WRITE_TOKEN)  # the branch exists now; `@` names it too
     assert hub.head("me/tiny", "v1")["model.safetensors"] == (first / "model.safetensors").read_bytes()
 
-    loader = run_python(["-c", LOADER, "me/tiny", f"me/tiny@{published.commit}", f"me/tiny@{again.commit}"],
-                        hub, tmp_path / "home-fresh")
+    loader = run_python(
+        ["-c", LOADER, "me/tiny", f"me/tiny@{published.commit}", f"me/tiny@{again.commit}"],
+        hub,
+        tmp_path / "home-fresh",
+    )
     assert loader.returncode == 0, loader.stderr
     loaded = json.loads(loader.stdout.strip().splitlines()[-1])
     config = json.loads((first / "config.json").read_text())
-    assert loaded == [[sha(first / "model.safetensors"), config], [sha(second / "model.safetensors"), config],
-                      [sha(first / "model.safetensors"), config]]
+    assert loaded == [
+        [sha(first / "model.safetensors"), config],
+        [sha(second / "model.safetensors"), config],
+        [sha(first / "model.safetensors"), config],
+    ]
 
 
 def test_card_states_the_sha256_once():
@@ -105,8 +120,9 @@ def test_a_folder_is_checked_before_any_request(local_hub, tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
         push_folder(no_config, "me/x", token=WRITE_TOKEN)
     mismatch = folder_with(tmp_path / "mismatch", seed=0)
-    (mismatch / "config.json").write_text(json.dumps({**json.loads((good / "config.json").read_text()),
-                                                      "num_feat": 16}))
+    (mismatch / "config.json").write_text(
+        json.dumps({**json.loads((good / "config.json").read_text()), "num_feat": 16})
+    )
     with pytest.raises(CheckpointError):  # the weights do not fit the network config.json describes
         push_folder(mismatch, "me/x", token=WRITE_TOKEN)
     with pytest.raises(ConfigError, match="not a Hub repository id"):
@@ -119,7 +135,9 @@ def test_a_folder_is_checked_before_any_request(local_hub, tmp_path):
 def test_token_and_network_failures_are_one_line(local_hub, tmp_path, monkeypatch):
     folder = folder_with(tmp_path / "w", seed=0)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
-    with pytest.raises(ConfigError, match="no Hugging Face token: log in with `hf auth login` or set HF_TOKEN"):
+    with pytest.raises(
+        ConfigError, match="no Hugging Face token: log in with `hf auth login` or set HF_TOKEN"
+    ):
         push_folder(folder, "me/x")
     with pytest.raises(ConfigError, match=r"me/x: the Hub refused the token \(401 Unauthorized\)"):
         push_folder(folder, "me/x", token="hf_wrong")
@@ -138,8 +156,10 @@ def test_token_and_network_failures_are_one_line(local_hub, tmp_path, monkeypatc
 def test_cli_errors_are_one_line(local_hub, tmp_path, monkeypatch):
     folder = folder_with(tmp_path / "w", seed=0)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
-    for args, start in (([folder, "me/x"], "error: no Hugging Face token"),
-                        ([tmp_path / "absent", "me/x"], f"error: {tmp_path / 'absent'}: no such folder")):
+    for args, start in (
+        ([folder, "me/x"], "error: no Hugging Face token"),
+        ([tmp_path / "absent", "me/x"], f"error: {tmp_path / 'absent'}: no such folder"),
+    ):
         result = CliRunner().invoke(app, ["push", *map(str, args)])
         assert result.exit_code == 1
         assert result.stderr.startswith(start) and result.stderr.count("\n") == 1, result.stderr

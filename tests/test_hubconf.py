@@ -42,7 +42,12 @@ def test_pretrained_model_upscales_and_is_a_private_copy() -> None:
 def test_fresh_networks_take_architecture_overrides() -> None:
     model = hub_load("mma_b", scale=3, num_block=1)
     assert isinstance(model, MMA) and not model.training
-    assert (model.config.variant, model.scale, model.config.num_feat, model.config.num_block) == ("mma-b", 3, 192, 1)
+    assert (model.config.variant, model.scale, model.config.num_feat, model.config.num_block) == (
+        "mma-b",
+        3,
+        192,
+        1,
+    )
     fresh = hub_load("mma_t", scale=2, pretrained=False, num_block=1, dtype="bf16")
     assert next(fresh.parameters()).dtype == torch.bfloat16
 

@@ -79,8 +79,9 @@ def test_output_equals_mma_upscale(loader: spandrel.ModelLoader) -> None:
 
 
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
-def test_half_precision_it_claims_runs_on_the_cpu(loader: spandrel.ModelLoader, dtype: torch.dtype,
-                                                  tolerance: float) -> None:
+def test_half_precision_it_claims_runs_on_the_cpu(
+    loader: spandrel.ModelLoader, dtype: torch.dtype, tolerance: float
+) -> None:
     descriptor = loader.load_from_file(bundled(2))
     image = torch.rand(1, 3, 8, 6, generator=torch.Generator().manual_seed(2))
     full = descriptor(image)
@@ -111,11 +112,14 @@ def test_distributed_prefix_is_stripped(loader: spandrel.ModelLoader, tmp_path: 
     assert descriptor.scale == 4 and descriptor.tags[:3] == ["custom", "48nf", "1nb"]
 
 
-@pytest.mark.parametrize(("variant", "scale", "mixer"), [
-    *((variant, scale, "vim+ca") for variant in VARIANTS for scale in SCALES),
-    ("mma-t", 2, "vim"),  # the paper's ablations, which this library also trains
-    ("mma-t", 3, "cnn+ca"),
-])
+@pytest.mark.parametrize(
+    ("variant", "scale", "mixer"),
+    [
+        *((variant, scale, "vim+ca") for variant in VARIANTS for scale in SCALES),
+        ("mma-t", 2, "vim"),  # the paper's ablations, which this library also trains
+        ("mma-t", 3, "cnn+ca"),
+    ],
+)
 def test_every_variant_scale_and_mixer_is_detected(variant: str, scale: int, mixer: str) -> None:
     config = mma.MMAConfig.named(variant, scale, mixer=mixer)
     assert mma_spandrel.is_mma_state_dict(expected_shapes(config))  # shapes only, on the meta device
@@ -139,8 +143,15 @@ def test_swinir_with_mma_like_top_level_names_stays_swinir(registry: spandrel.Ar
     # SwinIR shares conv_first / conv_after_body / upsample.0 / conv_last with MMA: the block names decide.
     from spandrel.architectures.SwinIR import SwinIR
 
-    network = SwinIR(img_size=16, embed_dim=12, depths=[1], num_heads=[2], window_size=4, upscale=2,
-                     upsampler="pixelshuffle")
+    network = SwinIR(
+        img_size=16,
+        embed_dim=12,
+        depths=[1],
+        num_heads=[2],
+        window_size=4,
+        upscale=2,
+        upsampler="pixelshuffle",
+    )
     state = network.state_dict()
     assert not mma_spandrel.is_mma_state_dict(state)
     assert registry.load(state).architecture.id == "SwinIR"

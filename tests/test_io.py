@@ -38,12 +38,17 @@ RNG = np.random.default_rng(0)
 
 def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims a size, with almost no pixel data (for bomb and corruption tests)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -51,8 +56,10 @@ def srgb_icc() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-@pytest.mark.parametrize("mode,channels,alpha", [("RGB", 3, False), ("RGBA", 3, True), ("L", 1, False),
-                                                 ("LA", 1, True), ("1", 1, False)])
+@pytest.mark.parametrize(
+    "mode,channels,alpha",
+    [("RGB", 3, False), ("RGBA", 3, True), ("L", 1, False), ("LA", 1, True), ("1", 1, False)],
+)
 def test_modes_to_float_and_back(mode, channels, alpha):
     source = Image.fromarray(RNG.integers(0, 256, (5, 7, 4), dtype=np.uint8), "RGBA").convert(mode)
     pixels, meta = pil_to_float(source)
@@ -174,11 +181,19 @@ def test_bomb_limit_follows_pillow_setting(tmp_path, monkeypatch):
         read_image(path)
 
 
-@pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.float32, 1),
-                                         (np.float64, 1)])
-@pytest.mark.parametrize("shape,channels,alpha", [((5, 6), 1, False), ((5, 6, 1), 1, False),
-                                                  ((5, 6, 2), 1, True), ((5, 6, 3), 3, False),
-                                                  ((5, 6, 4), 3, True)])
+@pytest.mark.parametrize(
+    "dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.float32, 1), (np.float64, 1)]
+)
+@pytest.mark.parametrize(
+    "shape,channels,alpha",
+    [
+        ((5, 6), 1, False),
+        ((5, 6, 1), 1, False),
+        ((5, 6, 2), 1, True),
+        ((5, 6, 3), 3, False),
+        ((5, 6, 4), 3, True),
+    ],
+)
 def test_arrays_to_float(dtype, scale, shape, channels, alpha):
     array = (RNG.random(shape) * scale).astype(dtype)
     pixels, meta = array_to_float(array)
@@ -188,9 +203,16 @@ def test_arrays_to_float(dtype, scale, shape, channels, alpha):
     np.testing.assert_allclose(pixels.permute(1, 2, 0).numpy(), reference, atol=1e-6)
 
 
-@pytest.mark.parametrize("array", [np.zeros((0, 4, 3), np.uint8), np.zeros((4, 4, 5), np.uint8),
-                                   np.zeros((2, 2, 2, 3), np.uint8), np.zeros((4, 4), np.int32),
-                                   np.full((4, 4), np.nan, np.float32)])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros((4, 4, 5), np.uint8),
+        np.zeros((2, 2, 2, 3), np.uint8),
+        np.zeros((4, 4), np.int32),
+        np.full((4, 4), np.nan, np.float32),
+    ],
+)
 def test_bad_arrays(array):
     with pytest.raises(ImageReadError):
         array_to_float(array)
@@ -258,24 +280,35 @@ def test_writability_probe_refuses_proc():
         check_writable("/proc/x.png")
 
 
-@pytest.mark.parametrize("name,channels,dtype", [("a.png", 3, np.uint8), ("b.jpg", 3, np.uint8),
-                                                 ("c.webp", 4, np.uint8), ("d.tiff", 3, np.uint8),
-                                                 ("e.tif", 1, np.uint16), ("f.png", 3, np.uint16),
-                                                 ("g.png", 1, np.uint16)])
+@pytest.mark.parametrize(
+    "name,channels,dtype",
+    [
+        ("a.png", 3, np.uint8),
+        ("b.jpg", 3, np.uint8),
+        ("c.webp", 4, np.uint8),
+        ("d.tiff", 3, np.uint8),
+        ("e.tif", 1, np.uint16),
+        ("f.png", 3, np.uint16),
+        ("g.png", 1, np.uint16),
+    ],
+)
 def test_software_tag_marks_what_mma_wrote(tmp_path, name, channels, dtype):
     exif = Image.Exif()
     exif[0x010F] = "TestMaker"
     exif[SOFTWARE_TAG] = "SomeEditor 1.0"
     top = 65535 if dtype == np.uint16 else 255
     array = RNG.integers(0, top + 1, (5, 6, channels)).astype(dtype)
-    meta = ImageMeta(3 if channels >= 3 else 1, channels in (2, 4), 16 if dtype == np.uint16 else 8,
-                     exif=exif.tobytes())
+    meta = ImageMeta(
+        3 if channels >= 3 else 1, channels in (2, 4), 16 if dtype == np.uint16 else 8, exif=exif.tobytes()
+    )
     tag = software_tag("mma-t", 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # formats that store fewer bits say so
         ours = write_pixels(array, meta, tmp_path / name, software=tag)
         theirs = write_pixels(array, meta, tmp_path / f"plain_{name}")
-        bare = write_pixels(array, ImageMeta(meta.channels, meta.alpha, meta.bit_depth), tmp_path / f"bare_{name}")
+        bare = write_pixels(
+            array, ImageMeta(meta.channels, meta.alpha, meta.bit_depth), tmp_path / f"bare_{name}"
+        )
     assert made_by_mma(ours) and not made_by_mma(theirs) and not made_by_mma(bare)
     with Image.open(ours) as image:
         written = image.getexif()
@@ -291,6 +324,7 @@ def test_made_by_mma_is_false_for_anything_else(tmp_path):
 
 
 # --- 16-bit colour PNG (mma.imaging.png16): Pillow reads these at 8 bits and cannot write them ---
+
 
 def reference_filter(rows: np.ndarray, kinds: list[int], bpp: int) -> bytes:
     """PNG filtering written straight from the specification, one byte at a time (slow, obviously right)."""
@@ -312,27 +346,38 @@ def reference_filter(rows: np.ndarray, kinds: list[int], bpp: int) -> bytes:
     return bytes(out)
 
 
-def png_from_rows(pixels: np.ndarray, kinds: list[int], extra: bytes = b"", interlaced: bool = False) -> bytes:
+def png_from_rows(
+    pixels: np.ndarray, kinds: list[int], extra: bytes = b"", interlaced: bool = False
+) -> bytes:
     """A 16-bit PNG whose rows use the given filter types (as other encoders write them), cycling through
     `kinds` row by row; `interlaced` cuts the image into the seven Adam7 sub-images of the PNG specification
     (every 8th pixel from (0, 0); from (4, 0); every 4th row, 4th column from (0, 4); ...), each filtered
     on its own."""
     height, width, channels = pixels.shape
-    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    passes = [
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ]
     stream = b""
     for x0, y0, dx, dy in passes if interlaced else [(0, 0, 1, 1)]:
         sub = pixels[y0::dy, x0::dx]
         if sub.size:
             rows = sub.astype(">u2").view(np.uint8).reshape(sub.shape[0], -1)
-            stream += reference_filter(rows, [kinds[y % len(kinds)] for y in range(sub.shape[0])], channels * 2)
+            stream += reference_filter(
+                rows, [kinds[y % len(kinds)] for y in range(sub.shape[0])], channels * 2
+            )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, int(interlaced))
     idat = zlib.compress(stream)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", idat)
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("channels", [2, 3, 4])
@@ -364,11 +409,11 @@ def test_png16_decoder_reads_adam7_interlaced_files(tmp_path, height, width):
         np.testing.assert_array_equal(np.asarray(pillow.convert("RGB")), pixels >> 8)
     data = path.read_bytes()  # the same file with the last pass's final row missing from the pixel stream
     start = data.index(b"IDAT") - 4
-    length = struct.unpack(">I", data[start:start + 4])[0]
-    short = zlib.compress(zlib.decompress(data[start + 8:start + 8 + length])[: -(width * 6 + 1)])
+    length = struct.unpack(">I", data[start : start + 4])[0]
+    short = zlib.compress(zlib.decompress(data[start + 8 : start + 8 + length])[: -(width * 6 + 1)])
     idat = struct.pack(">I", len(short)) + b"IDAT" + short + struct.pack(">I", zlib.crc32(b"IDAT" + short))
     cut = tmp_path / "cut.png"
-    cut.write_bytes(data[:start] + idat + data[start + 12 + length:])
+    cut.write_bytes(data[:start] + idat + data[start + 12 + length :])
     with pytest.raises(ImageReadError, match="pixel data ends early"):
         read_pixels(cut)
 

@@ -14,8 +14,12 @@ from mma.errors import ConfigError
 from mma.model import MMAConfig, build_model, infer_config
 
 PUBLISHED_COUNTS = {
-    ("mma-t", 2): 795_735, ("mma-t", 3): 899_655, ("mma-t", 4): 878_871,
-    ("mma-b", 2): 19_824_627, ("mma-b", 3): 21_484_467, ("mma-b", 4): 21_152_499,
+    ("mma-t", 2): 795_735,
+    ("mma-t", 3): 899_655,
+    ("mma-t", 4): 878_871,
+    ("mma-b", 2): 19_824_627,
+    ("mma-b", 3): 21_484_467,
+    ("mma-b", 4): 21_152_499,
 }
 
 
@@ -84,12 +88,15 @@ def ref_mamba_direction(sd, p, x, z, suffix):
     w = sd[f"{p}conv1d{suffix}.weight"][:, 0]  # (Di, 4)
     k = w.shape[1]
     xp = torch.cat([torch.zeros(x.shape[0], k - 1, dtype=x.dtype), x], dim=1)
-    conv = sum(w[:, j, None] * xp[:, j:j + x.shape[1]] for j in range(k)) + sd[f"{p}conv1d{suffix}.bias"][:, None]
+    conv = (
+        sum(w[:, j, None] * xp[:, j : j + x.shape[1]] for j in range(k))
+        + sd[f"{p}conv1d{suffix}.bias"][:, None]
+    )
     u = conv * torch.sigmoid(conv)
     dbl = sd[f"{p}x_proj{suffix}.weight"] @ u  # (R + 2N, L)
     n = sd[f"{p}A_log"].shape[1]
     r = dbl.shape[0] - 2 * n
-    dt, bm, cm = dbl[:r], dbl[r:r + n], dbl[r + n:]
+    dt, bm, cm = dbl[:r], dbl[r : r + n], dbl[r + n :]
     delta = F.softplus(sd[f"{p}dt_proj{suffix}.weight"] @ dt + sd[f"{p}dt_proj{suffix}.bias"][:, None])
     a_log = sd[f"{p}A_log"] if suffix == "" else sd[f"{p}A_b_log"]
     d = sd[f"{p}D"] if suffix == "" else sd[f"{p}D_b"]
@@ -110,7 +117,9 @@ def ref_vim(sd, p, feat):
 def ref_layernorm(sd, p, x):
     mu = x.mean(0, keepdim=True)
     var = ((x - mu) ** 2).mean(0, keepdim=True)
-    return (x - mu) / torch.sqrt(var + 1e-5) * sd[f"{p}.weight"][:, None, None] + sd[f"{p}.bias"][:, None, None]
+    return (x - mu) / torch.sqrt(var + 1e-5) * sd[f"{p}.weight"][:, None, None] + sd[f"{p}.bias"][
+        :, None, None
+    ]
 
 
 def conv(sd, name, x, groups=1):
@@ -165,8 +174,9 @@ def random_authors_state_dict(spec_dir, variant, scale, num_block, seed=0):
     return sd
 
 
-@pytest.mark.parametrize("variant,scale,num_block", [("mma-t", 2, 2), ("mma-t", 3, 2), ("mma-t", 4, 2),
-                                                      ("mma-b", 2, 1)])
+@pytest.mark.parametrize(
+    "variant,scale,num_block", [("mma-t", 2, 2), ("mma-t", 3, 2), ("mma-t", 4, 2), ("mma-b", 2, 1)]
+)
 @pytest.mark.parametrize("backend", ["torch", "cpu"])
 def test_network_equals_independent_float64_reference(spec_dir, variant, scale, num_block, backend):
     from mma.ops import available_backends

@@ -81,7 +81,9 @@ def test_missing_package_names_the_extra(monkeypatch, tmp_path):
     from mma.export import onnx as onnx_export
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a)
+    )
     with pytest.raises(ConfigError, match=r'needs onnxscript: pip install "mma-sr\[onnx\]"'):
         onnx_export.export_onnx(_small_model(), tmp_path / "x.onnx", tile=8, exporter="dynamo")
 

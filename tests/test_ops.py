@@ -24,12 +24,16 @@ from mma.ops import (
 from mma.ops.dispatch import DEVICE_TYPES
 
 # backends that take the CPU tensors these tests make
-USABLE = [name for name, reason in available_backends().items()
-          if reason is None and DEVICE_TYPES.get(name, "cpu") == "cpu"]
+USABLE = [
+    name
+    for name, reason in available_backends().items()
+    if reason is None and DEVICE_TYPES.get(name, "cpu") == "cpu"
+]
 # The Triton kernels, run by Triton's interpreter on CPU tensors where there is no GPU: slow (a few ms per
 # token), so they take the short cases only, but every line of the kernels runs against the reference.
-TRITON_INTERPRETED = (["triton-interpreted"] if importlib.util.find_spec("triton") and not torch.cuda.is_available()
-                      else [])
+TRITON_INTERPRETED = (
+    ["triton-interpreted"] if importlib.util.find_spec("triton") and not torch.cuda.is_available() else []
+)
 if TRITON_INTERPRETED:
     os.environ["TRITON_INTERPRET"] = "1"  # read when mma.ops._triton_kernels is first imported
 KERNELS = USABLE + ["torch-chunked"] + TRITON_INTERPRETED
@@ -189,7 +193,8 @@ def test_scan_gradients_match_reference(backend, reverse):
 
 @pytest.mark.parametrize(
     "backend",
-    USABLE + ["torch-chunked"]
+    USABLE
+    + ["torch-chunked"]
     + [pytest.param(name, marks=pytest.mark.slow) for name in TRITON_INTERPRETED],  # about a minute each
 )
 @pytest.mark.parametrize("reverse", [False, True])
@@ -285,8 +290,11 @@ def test_unavailable_backend_says_why_and_what_to_install():
 def test_cpu_backend_without_numba_says_what_to_install(monkeypatch):
     from mma.ops import dispatch
 
-    monkeypatch.setattr(dispatch.scan_cpu, "unavailable_reason", lambda: "numba does not work here (x); "
-                        "install it with `pip install numba`")
+    monkeypatch.setattr(
+        dispatch.scan_cpu,
+        "unavailable_reason",
+        lambda: "numba does not work here (x); install it with `pip install numba`",
+    )
     with pytest.raises(BackendUnavailableError, match=r"'cpu' is unavailable.*pip install numba"):
         resolve_backend("cpu", "cpu")
     assert resolve_backend(None, "cpu") == "torch"
@@ -325,9 +333,15 @@ def test_automatic_choice_on_cpu():
 def test_automatic_choice_on_cuda_prefers_mamba_then_triton(monkeypatch, unavailable, expected):
     from mma.ops import dispatch
 
-    monkeypatch.setattr(dispatch, "available_backends", lambda: {
-        "cpu": None, "torch": None, **{name: ("missing" if name in unavailable else None) for name in ("cuda", "triton")}
-    })
+    monkeypatch.setattr(
+        dispatch,
+        "available_backends",
+        lambda: {
+            "cpu": None,
+            "torch": None,
+            **{name: ("missing" if name in unavailable else None) for name in ("cuda", "triton")},
+        },
+    )
     assert resolve_backend(None, "cuda") == expected
 
 

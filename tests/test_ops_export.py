@@ -23,9 +23,16 @@ def _inputs(batch=2, dch=5, n=4, length=50, delta_scale=1.0, a_scale=1.0, seed=0
     def rand(*shape):
         return torch.randn(*shape, generator=g)
 
-    return {"u": rand(batch, dch, length), "delta": rand(batch, dch, length) * delta_scale,
-            "A": -torch.exp(rand(dch, n)) * a_scale, "B": rand(batch, n, length), "C": rand(batch, n, length),
-            "D": rand(dch), "z": rand(batch, dch, length), "delta_bias": rand(dch) * 0.5}
+    return {
+        "u": rand(batch, dch, length),
+        "delta": rand(batch, dch, length) * delta_scale,
+        "A": -torch.exp(rand(dch, n)) * a_scale,
+        "B": rand(batch, n, length),
+        "C": rand(batch, n, length),
+        "D": rand(dch),
+        "z": rand(batch, dch, length),
+        "delta_bias": rand(dch) * 0.5,
+    }
 
 
 def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -102,7 +102,9 @@ def test_repo_ids_go_to_the_hub_with_their_revision(tmp_path, monkeypatch):
     calls = []
     fetched = tmp_path / "fetched"
     fetched.write_bytes(b"weights")
-    monkeypatch.setattr(registry.hub, "download", lambda *args, **kwargs: calls.append((args, kwargs)) or fetched)
+    monkeypatch.setattr(
+        registry.hub, "download", lambda *args, **kwargs: calls.append((args, kwargs)) or fetched
+    )
     assert resolve_weights("someone/mma-t-x2@v1.0", 2) == fetched
     resolve_weights("someone/mma-t-x2", 2, force=True)
     assert calls == [  # the config.json too, so the repository then loads offline

@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("mma", "tests", "benchmarks", "examples", "weights", "docs", ".ci")
 SKIP_PARTS = {"__pycache__", "runs", "build", "dist", ".venv"}
 
-_ORDINALS = "first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|next|previous|last|this|that|each"
+_ORDINALS = (
+    "first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|next|previous|last|this|that|each"
+)
 # "session 5", "sessions 3-4", "session 6's numbers", "the sixth session", "this sitting"; not pytest's
 # scope="session" nor the gpu_session.sh file name.
 WORK_PERIOD = re.compile(
@@ -22,7 +24,9 @@ WORK_PERIOD = re.compile(
 # Words about how the work was carried out rather than about the project.
 MEANS = re.compile(r"\b(?:device|gpu) tool\b|\blent\b", re.IGNORECASE)
 # Repository paths a text names: docs/ops.md, weights/TRAINING.md, benchmarks/gpu_session.sh, ...
-NAMED_PATH = re.compile(r"(?<![\w/.-])((?:docs|weights|benchmarks|examples|tests)/[\w/.-]*\w\.(?:md|py|sh))\b")
+NAMED_PATH = re.compile(
+    r"(?<![\w/.-])((?:docs|weights|benchmarks|examples|tests)/[\w/.-]*\w\.(?:md|py|sh))\b"
+)
 MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
 MISSING_SPEC = "ARCHITECTURE" + ".md"  # a file outside the repository; split so this test does not name it
 
@@ -38,9 +42,14 @@ def _tracked_texts() -> list[Path]:
 
 def _documents() -> list[Path]:
     """What readers open: README, CHANGELOG, docs, weights notes, examples notes, the bundled model cards."""
-    found = [REPO / "README.md", REPO / "CHANGELOG.md", *(REPO / "docs").glob("*.md"),
-             *(REPO / "weights").glob("*.md"), *(REPO / "examples").glob("*.md"),
-             *(REPO / "mma" / "weights" / "bundled").glob("*/README.md")]
+    found = [
+        REPO / "README.md",
+        REPO / "CHANGELOG.md",
+        *(REPO / "docs").glob("*.md"),
+        *(REPO / "weights").glob("*.md"),
+        *(REPO / "examples").glob("*.md"),
+        *(REPO / "mma" / "weights" / "bundled").glob("*/README.md"),
+    ]
     return sorted(path for path in found if path.is_file())
 
 
@@ -65,8 +74,15 @@ def _hits(pattern: re.Pattern[str], paths: list[Path]) -> list[str]:
 
 def test_the_scan_covers_the_documents_and_sources() -> None:
     names = {_name(path) for path in TEXTS}
-    assert {"README.md", "CHANGELOG.md", "docs/model.md", "weights/TRAINING.md", "weights/bundle.py",
-            "benchmarks/gpu_session.sh", "mma/weights/bundled/mma-t-x2/README.md"} <= names
+    assert {
+        "README.md",
+        "CHANGELOG.md",
+        "docs/model.md",
+        "weights/TRAINING.md",
+        "weights/bundle.py",
+        "benchmarks/gpu_session.sh",
+        "mma/weights/bundled/mma-t-x2/README.md",
+    } <= names
     assert {_name(path) for path in DOCUMENTS} <= names
 
 

@@ -19,7 +19,9 @@ from mma.train.distributed import Placement
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def placement(rank: int, world_size: int, local_world_size: int | None = None, device: str = "cpu") -> Placement:
+def placement(
+    rank: int, world_size: int, local_world_size: int | None = None, device: str = "cpu"
+) -> Placement:
     return Placement(rank, world_size, rank, local_world_size or world_size, torch.device(device))
 
 
@@ -100,19 +102,32 @@ print(json.dumps(out))
 def test_two_gloo_processes_share_plan_once_and_stop_together(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(script)],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
-    rows = sorted((json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")),
-                  key=lambda row: row["rank"])
+    rows = sorted(
+        (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")),
+        key=lambda row: row["rank"],
+    )
     assert [row["mine"] for row in rows] == [[0, 2, 4, 6], [1, 3, 5]]
     assert all(row["all"] == [0, 10] and row["plan"] == {"planned_by": 0} for row in rows)
     assert [row["on_main"] for row in rows] == ["raised", "exit 1"]  # rank 0 prints it; rank 1 stops quietly
     assert [row["together"] for row in rows] == ["exit 1", "exit 1"]
     assert [row["same"] for row in rows] == ["exit 1", "exit 1"]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == ["error: only rank 0 plans, and this plan is bad", "error: rank 1 has no GPU",
-                      "error: same on all"]
+    assert errors == [
+        "error: only rank 0 plans, and this plan is bad",
+        "error: rank 1 has no GPU",
+        "error: same on all",
+    ]

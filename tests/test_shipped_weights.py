@@ -45,4 +45,6 @@ def test_shipped_mma_t_beats_bicubic_on_set5_crops(scale: int, data_dir, monkeyp
         _, bicubic = evaluate_image(f"crop{index}", hr, scale, bicubic_upscaler(scale))
         gains.append(ours.psnr - bicubic.psnr)
     assert np.isfinite(gains).all()
-    assert np.mean(gains) >= 1.5, f"x{scale}: mean gain over bicubic {np.mean(gains):.2f} dB, per crop {gains}"
+    assert np.mean(gains) >= 1.5, (
+        f"x{scale}: mean gain over bicubic {np.mean(gains):.2f} dB, per crop {gains}"
+    )

@@ -31,10 +31,14 @@ class LocalNet(nn.Module):
         torch.manual_seed(scale)
         self.scale = scale
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 8, 3, padding=1), nn.GELU(),
-            nn.Conv2d(8, 8, 3, padding=1), nn.GELU(),
-            nn.Conv2d(8, channels * scale * scale, 3, padding=1), nn.PixelShuffle(scale),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.Sigmoid(),
+            nn.Conv2d(channels, 8, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(8, channels * scale * scale, 3, padding=1),
+            nn.PixelShuffle(scale),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.Sigmoid(),
         )
 
     @torch.no_grad()
@@ -96,8 +100,10 @@ def test_integer_outputs_are_rounded_whole_image(dtype):
     assert (result == expected).mean() > 0.999
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(100, 32, 8), (101, 33, 10), (257, 64, 32), (65, 64, 4),
-                                                 (1000, 96, 40), (19, 6, 5)])
+@pytest.mark.parametrize(
+    "length,tile,overlap",
+    [(100, 32, 8), (101, 33, 10), (257, 64, 32), (65, 64, 4), (1000, 96, 40), (19, 6, 5)],
+)
 def test_plan_has_even_equal_tiles_and_no_thin_remainder(length, tile, overlap):
     plan = plan_axis(length, tile, overlap, scale=1)
     assert plan.size % 2 == 0 and plan.size <= tile
@@ -119,7 +125,7 @@ def test_blending_weights_sum_to_one_everywhere(seed):
     for start, window in zip(plan.starts, plan.windows):
         assert window.shape == (plan.size * scale,)
         assert torch.isfinite(window).all() and (window >= 0).all()
-        total[start * scale:(start + plan.size) * scale] += window.double()
+        total[start * scale : (start + plan.size) * scale] += window.double()
     torch.testing.assert_close(total, torch.ones_like(total), atol=1e-6, rtol=0)
 
 
@@ -171,16 +177,29 @@ class OomAbove:
         return torch.nn.functional.interpolate(tile, scale_factor=2, mode="nearest")
 
 
-@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
-                                   RuntimeError("DefaultCPUAllocator: can't allocate memory"),
-                                   MemoryError()])
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+        MemoryError(),
+    ],
+)
 def test_auto_tile_halves_and_retries_after_out_of_memory(error):
     fn = OomAbove(40, error)
     image = torch.rand(3, 150, 130)
     out = np.zeros((300, 260, 3), np.float32)
     calls = []
-    upscale_tiled(fn, image, 2, out, tile="auto", overlap=8, bytes_per_pixel=1,
-                  progress=lambda done, total: calls.append((done, total)))
+    upscale_tiled(
+        fn,
+        image,
+        2,
+        out,
+        tile="auto",
+        overlap=8,
+        bytes_per_pixel=1,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert fn.sizes[0] == 150 and max(fn.sizes[-5:]) <= 40
     expected = torch.nn.functional.interpolate(image[None], scale_factor=2, mode="nearest")[0]
     np.testing.assert_allclose(out, expected.permute(1, 2, 0).numpy(), atol=1e-6)

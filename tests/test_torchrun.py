@@ -24,11 +24,29 @@ pytestmark = pytest.mark.slow  # each run starts torchrun and two Python process
 
 def torchrun(*args: object, processes: int = 2) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node N -m mma ARGS` (a free port of its own), our checkout first."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     env.pop("MMA_NUM_THREADS", None)
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(processes), "-m", "mma", *map(str, args)],
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(processes),
+            "-m",
+            "mma",
+            *map(str, args),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_upscale_shares_the_files_and_reports_each_once(tmp_path, tiny_weights):
@@ -51,8 +69,9 @@ def test_upscale_shares_the_files_and_reports_each_once(tmp_path, tiny_weights):
     summaries = [line for line in done.stdout.splitlines() if " done, " in line]
     assert len(summaries) == 1 and summaries[0].startswith("5 done, 0 skipped, 1 failed in "), done.stdout
 
-    rerun = torchrun("upscale", folder, "-o", out, "--scale", 2, "-m", tiny_weights, "--device", "cpu",
-                     "--skip-existing")  # planned once, by rank 0: each existing output skipped once
+    rerun = torchrun(
+        "upscale", folder, "-o", out, "--scale", 2, "-m", tiny_weights, "--device", "cpu", "--skip-existing"
+    )  # planned once, by rank 0: each existing output skipped once
     assert rerun.returncode != 0
     for name in GOOD:
         assert rerun.stdout.count(f"{folder / name}.png -> {out / name}_x2.png (exists, skipped)") == 1
@@ -63,11 +82,26 @@ def test_upscale_shares_the_files_and_reports_each_once(tmp_path, tiny_weights):
 
 def test_eval_means_over_all_images_equal_one_process(tmp_path, tiny_dataset, tiny_weights):
     single = tmp_path / "single.json"
-    alone = CliRunner().invoke(app, ["eval", str(tiny_dataset), "--scale", "2", "-m", str(tiny_weights),
-                                     "--device", "cpu", "--json", str(single)])
+    alone = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(tiny_dataset),
+            "--scale",
+            "2",
+            "-m",
+            str(tiny_weights),
+            "--device",
+            "cpu",
+            "--json",
+            str(single),
+        ],
+    )
     assert alone.exit_code == 0, alone.output
     merged = tmp_path / "merged.json"
-    done = torchrun("eval", tiny_dataset, "--scale", 2, "-m", tiny_weights, "--device", "cpu", "--json", merged)
+    done = torchrun(
+        "eval", tiny_dataset, "--scale", 2, "-m", tiny_weights, "--device", "cpu", "--json", merged
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(merged.read_text()) == json.loads(single.read_text())  # exactly, not approximately
     assert done.stdout.count("dataset  images") == 1  # one table, from rank 0

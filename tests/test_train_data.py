@@ -174,7 +174,9 @@ class _SignalProbe(torch.utils.data.Dataset):
         return 4
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.tensor([signal.getsignal(sig) == signal.SIG_IGN for sig in (signal.SIGINT, signal.SIGTERM)])
+        return torch.tensor(
+            [signal.getsignal(sig) == signal.SIG_IGN for sig in (signal.SIGINT, signal.SIGTERM)]
+        )
 
 
 def test_loader_workers_leave_stop_signals_to_the_main_process() -> None:

@@ -333,16 +333,27 @@ def test_a_decay_branch_leaves_the_main_run_untouched_and_ends_at_zero(images: P
     train(main)
     before = _files(tmp_path / "main")
     branch = start_decay_branch(tmp_path / "main", tmp_path / "branch", 3)
-    assert (branch.decay_start, branch.decay_iters, branch.iters, branch.out) == (4, 3, 7, str(tmp_path / "branch"))
+    assert (branch.decay_start, branch.decay_iters, branch.iters, branch.out) == (
+        4,
+        3,
+        7,
+        str(tmp_path / "branch"),
+    )
     assert train(branch, resume=True).iteration == 7
     assert _files(tmp_path / "main") == before
-    rates = {int(row["iteration"]): float(row["lr"]) for row in _read_csv(tmp_path / "branch" / "train_log.csv")}
-    assert [rates[i] for i in range(1, 8)] == pytest.approx([2e-3, 2e-3, 2e-3, 2e-3, 4e-3 / 3, 2e-3 / 3, 0], rel=1e-3)
+    rates = {
+        int(row["iteration"]): float(row["lr"]) for row in _read_csv(tmp_path / "branch" / "train_log.csv")
+    }
+    assert [rates[i] for i in range(1, 8)] == pytest.approx(
+        [2e-3, 2e-3, 2e-3, 2e-3, 4e-3 / 3, 2e-3 / 3, 0], rel=1e-3
+    )
     # The branch is the run that had planned the decay from the start.
     train(branch.replace(out=str(tmp_path / "planned"), decay_start=4, decay_iters=3))
     assert _same_tensors(tmp_path / "planned", tmp_path / "branch")
     # The main run continues later, from where it was; a second branch of the same name is refused.
-    assert train(build_config(overrides={"iters": 6}, base=saved_config(main.out)), resume=True).iteration == 6
+    assert (
+        train(build_config(overrides={"iters": 6}, base=saved_config(main.out)), resume=True).iteration == 6
+    )
     with pytest.raises(ConfigError, match="already exists"):
         start_decay_branch(tmp_path / "main", tmp_path / "branch", 3)
     with pytest.raises(ConfigError, match="itself a decay branch"):
@@ -407,29 +418,68 @@ def test_mma_train_cli_runs_resumes_and_exports(images: Path, tmp_path: Path) ->
 def test_mma_train_cli_branches_a_run_into_a_decay(images: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     main, branch = tmp_path / "main", tmp_path / "branch"
-    args = ["train", "--preset", "cpu-tiny", "--data", str(images), "--iters", "2", "--patch", "8", "--batch",
-            "2", "--schedule", "constant", "--warmup", "1", "--out", str(main)]
+    args = [
+        "train",
+        "--preset",
+        "cpu-tiny",
+        "--data",
+        str(images),
+        "--iters",
+        "2",
+        "--patch",
+        "8",
+        "--batch",
+        "2",
+        "--schedule",
+        "constant",
+        "--warmup",
+        "1",
+        "--out",
+        str(main),
+    ]
     assert runner.invoke(app, args).exit_code == 0
-    result = runner.invoke(app, ["train", "--resume", "--out", str(main), "--decay-branch", str(branch),
-                                 "--decay-iters", "2"])
+    result = runner.invoke(
+        app, ["train", "--resume", "--out", str(main), "--decay-branch", str(branch), "--decay-iters", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "done: 4 iterations" in result.output
     assert load_state(main / "state.ckpt")["iteration"] == 2
     assert (saved_config(branch).decay_start, saved_config(branch).decay_iters) == (2, 2)
     for wrong in (["--decay-iters", "2"], ["--resume", "--decay-iters", "2", "--iters", "9"]):
-        result = runner.invoke(app, ["train", "--out", str(main), "--decay-branch", str(tmp_path / "b2"), *wrong])
+        result = runner.invoke(
+            app, ["train", "--out", str(main), "--decay-branch", str(tmp_path / "b2"), *wrong]
+        )
         assert result.exit_code == 1 and "error:" in result.output, result.output
     milestones = runner.invoke(app, ["train", "--resume", "--out", str(main), "--milestones", "3,x"])
     assert milestones.exit_code == 1 and "--milestones" in milestones.output
 
 
-def test_mma_train_cli_trains_an_ablation_mixer_named_in_the_exported_metadata(images: Path,
-                                                                              tmp_path: Path) -> None:
+def test_mma_train_cli_trains_an_ablation_mixer_named_in_the_exported_metadata(
+    images: Path, tmp_path: Path
+) -> None:
     from mma.weights import load_checkpoint
 
-    args = ["train", "--preset", "cpu-tiny", "--data", str(images), "--iters", "1", "--patch", "8",
-            "--batch", "2", "--val-split", "1", "--mixer", "cnn+ca", "--out", str(tmp_path / "cnn"),
-            "--export", str(tmp_path / "cnn.safetensors")]
+    args = [
+        "train",
+        "--preset",
+        "cpu-tiny",
+        "--data",
+        str(images),
+        "--iters",
+        "1",
+        "--patch",
+        "8",
+        "--batch",
+        "2",
+        "--val-split",
+        "1",
+        "--mixer",
+        "cnn+ca",
+        "--out",
+        str(tmp_path / "cnn"),
+        "--export",
+        str(tmp_path / "cnn.safetensors"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     state, metadata = load_checkpoint(tmp_path / "cnn.safetensors")

@@ -148,16 +148,21 @@ def test_chunked_gradcheck_float64(small_chunks, reverse):
     names = list(x)
 
     def f(*tensors):
-        return scan_triton.selective_scan(**dict(zip(names, tensors)), delta_softplus=True, reverse=reverse,
-                                          method="chunked")
+        return scan_triton.selective_scan(
+            **dict(zip(names, tensors)), delta_softplus=True, reverse=reverse, method="chunked"
+        )
 
     assert torch.autograd.gradcheck(f, tuple(x.values()))
 
 
 @pytest.mark.parametrize(
     ("shape", "expected"),
-    [((1, 96, 65_536), "chunked"), ((16, 96, 4096), "chunked"), ((1, 96, 100), "sequential"),
-     ((1024, 96, 4096), "sequential")],
+    [
+        ((1, 96, 65_536), "chunked"),
+        ((16, 96, 4096), "chunked"),
+        ((1, 96, 100), "sequential"),
+        ((1024, 96, 4096), "sequential"),
+    ],
 )
 def test_method_rule_by_shape(shape, expected):
     assert scan_triton.choose_method(*shape) == expected

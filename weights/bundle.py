@@ -96,9 +96,11 @@ def scores(ours: list[DatasetResult], bicubic: list[DatasetResult], scale: int, 
         "scale": scale,
         "iterations": iterations,
         "protocol": "mma eval: whole images, Y channel, border of `scale` pixels shaved, LR = MATLAB bicubic of "
-                    "the modcropped HR",
-        "datasets": {r.name: {"psnr": r.psnr, "ssim": r.ssim, "bicubic_psnr": b.psnr, "bicubic_ssim": b.ssim}
-                     for r, b in zip(ours, bicubic)},
+        "the modcropped HR",
+        "datasets": {
+            r.name: {"psnr": r.psnr, "ssim": r.ssim, "bicubic_psnr": b.psnr, "bicubic_ssim": b.ssim}
+            for r, b in zip(ours, bicubic)
+        },
     }
 
 
@@ -106,24 +108,43 @@ def cell(result: DatasetResult) -> str:
     return f"{result.psnr:.2f} / {result.ssim:.4f}"
 
 
-def card(meta: dict, scale: int, ours: list[DatasetResult], bicubic: list[DatasetResult],
-         log: list[dict[str, str]], hardware: str) -> str:
+def card(
+    meta: dict,
+    scale: int,
+    ours: list[DatasetResult],
+    bicubic: list[DatasetResult],
+    log: list[dict[str, str]],
+    hardware: str,
+) -> str:
     """The model card (README.md) of a bundled model, for the people who install the wheel. Only the log up
     to the bundled iteration counts: the run may have gone on since."""
     log = [row for row in log if int(row["iteration"]) <= int(meta["iterations"])]
     recipe, data, variant = meta["recipe"], meta["data"], meta["variant"]
     run = f"weights/training/{variant}-x{scale}"
     init = recipe.get("init")
-    start = (f"`{Path(init).name}`, earlier weights of this project (weights/TRAINING.md in the repository)"
-             if init else "random initialisation")
+    start = (
+        f"`{Path(init).name}`, earlier weights of this project (weights/TRAINING.md in the repository)"
+        if init
+        else "random initialisation"
+    )
     minimum = REFERENCES[MINIMUM][scale]
-    short = [f"{name} ({ours[i].psnr:.2f} < {minimum[i]:.2f})" for i, name in enumerate(SETS)
-             if ours[i].psnr < minimum[i]]
-    verdict = ("It clears the FSRCNN row on both sets." if not short else
-               "It does not clear the FSRCNN row on " + ", ".join(short) + ".")
-    rows = [f"| {BICUBIC_ROW} | {cell(bicubic[0])} | {cell(bicubic[1])} |",
-            f"| {OURS_ROW} | **{cell(ours[0])}** | **{cell(ours[1])}** |"]
-    rows += [f"| {name} | {values[scale][0]:.2f} | {values[scale][1]:.2f} |" for name, values in REFERENCES.items()]
+    short = [
+        f"{name} ({ours[i].psnr:.2f} < {minimum[i]:.2f})"
+        for i, name in enumerate(SETS)
+        if ours[i].psnr < minimum[i]
+    ]
+    verdict = (
+        "It clears the FSRCNN row on both sets."
+        if not short
+        else "It does not clear the FSRCNN row on " + ", ".join(short) + "."
+    )
+    rows = [
+        f"| {BICUBIC_ROW} | {cell(bicubic[0])} | {cell(bicubic[1])} |",
+        f"| {OURS_ROW} | **{cell(ours[0])}** | **{cell(ours[1])}** |",
+    ]
+    rows += [
+        f"| {name} | {values[scale][0]:.2f} | {values[scale][1]:.2f} |" for name, values in REFERENCES.items()
+    ]
     table = "\n".join(rows)
     return f"""---
 license: mit
@@ -150,11 +171,11 @@ image = mma.upscale("photo.png", scale={scale})
 
 | | |
 |---|---|
-| data | {' + '.join(data['folders'])} HR images: {data['images']} for training after holding out {data['held_out_for_validation']} for validation; LR made with MATLAB-compatible bicubic (`mma.imresize`) |
-| recipe | L1 loss, Adam {tuple(recipe['betas'])}, batch {recipe['batch']}, LR patch {recipe['patch']}x{recipe['patch']}, random flips and rotations, EMA {recipe['ema']} with warm-up, seed {recipe['seed']} |
+| data | {" + ".join(data["folders"])} HR images: {data["images"]} for training after holding out {data["held_out_for_validation"]} for validation; LR made with MATLAB-compatible bicubic (`mma.imresize`) |
+| recipe | L1 loss, Adam {tuple(recipe["betas"])}, batch {recipe["batch"]}, LR patch {recipe["patch"]}x{recipe["patch"]}, random flips and rotations, EMA {recipe["ema"]} with warm-up, seed {recipe["seed"]} |
 | learning rate | {lr_summary(log)} |
 | start | {start} |
-| iterations | {meta['iterations']} |
+| iterations | {meta["iterations"]} |
 | {HARDWARE_ROW} | {hardware} |
 | training time | {training_hours(log):.1f} hours |
 
@@ -192,7 +213,7 @@ python weights/bundle.py {run} --hardware "..."
 
 - Trained on bicubic downscaling only: photos with noise, JPEG artefacts or camera blur are not what it
   learned to undo, and it will sharpen those too.
-- Far less training than the paper's: {meta['iterations']} iterations at batch {recipe['batch']} on 291 images (hardware above),
+- Far less training than the paper's: {meta["iterations"]} iterations at batch {recipe["batch"]} on 291 images (hardware above),
   against 800K iterations of ImageNet pre-training and 250K of DF2K fine-tuning at batch 64. That is why it
   scores below the paper's MMA-T.
 - The training images (T91; BSDS200 from the Berkeley Segmentation Dataset) are research data sets; check
@@ -238,10 +259,17 @@ def _rewrite_card(run: Path, hardware: str | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="training run directory (holds ema.safetensors)")
-    parser.add_argument("--hardware", help="what the run was trained on, for the card (required unless "
-                        "--card-only, which keeps the card's line by default)")
-    parser.add_argument("--card-only", action="store_true", help="rewrite the bundled model's card from "
-                        "the scores it states: no evaluation, weights and config.json untouched")
+    parser.add_argument(
+        "--hardware",
+        help="what the run was trained on, for the card (required unless "
+        "--card-only, which keeps the card's line by default)",
+    )
+    parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="rewrite the bundled model's card from "
+        "the scores it states: no evaluation, weights and config.json untouched",
+    )
     args = parser.parse_args()
     if args.card_only:
         _rewrite_card(args.run, args.hardware)
@@ -254,7 +282,9 @@ def main() -> None:
     model = model_from_file(weights).eval()
     scale = model.scale
     if model.config != MMAConfig.named(meta["variant"], scale):
-        sys.exit(f"error: {weights} is not the published {meta['variant']} x{scale} configuration; only those ship")
+        sys.exit(
+            f"error: {weights} is not the published {meta['variant']} x{scale} configuration; only those ship"
+        )
     target = BUNDLED_DIR / f"{meta['variant']}-x{scale}"
     provenance = {k: meta[k] for k in ("trained_with", "data", "iterations", "recipe") if k in meta}
     save_pretrained(model, target, **provenance)

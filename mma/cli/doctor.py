@@ -7,7 +7,9 @@ import typer
 from mma.cli.app import command
 
 
-@command("doctor", help="Show versions, devices and scan backends, and smoke-test a small MMA-T on each backend.")
+@command(
+    "doctor", help="Show versions, devices and scan backends, and smoke-test a small MMA-T on each backend."
+)
 def doctor() -> None:
     from mma import diagnostics
 
@@ -20,5 +22,7 @@ def doctor() -> None:
             typer.echo(f"scan backend {check.name:6s}: BROKEN (non-finite output)")
             raise typer.Exit(1)
         else:
-            typer.echo(f"scan backend {check.name:6s}: ok (MMA-T x2 smoke run (24, 20) -> {check.output_shape}, "
-                       f"max diff to first backend {check.max_difference:.1e})")
+            typer.echo(
+                f"scan backend {check.name:6s}: ok (MMA-T x2 smoke run (24, 20) -> {check.output_shape}, "
+                f"max diff to first backend {check.max_difference:.1e})"
+            )

@@ -26,8 +26,13 @@ def _model_upscaler(model: str, scale: int, tile: int, device: str, threads: str
     from mma.api import load_model
     from mma.engine import paper_engine
 
-    return paper_engine(load_model(model, scale, device=device, dtype="fp32"), scale=scale, device=device,
-                        tile=tile, threads=threads).upscale_array
+    return paper_engine(
+        load_model(model, scale, device=device, dtype="fp32"),
+        scale=scale,
+        device=device,
+        tile=tile,
+        threads=threads,
+    ).upscale_array
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -68,7 +73,9 @@ def eval_command(
     from mma.evaluate import dataset_name, evaluate_images
 
     if scale < 1:
-        raise ConfigError(f"--scale {scale}: the factor the HR images are reduced and enlarged by; use 2, 3 or 4")
+        raise ConfigError(
+            f"--scale {scale}: the factor the HR images are reduced and enlarged by; use 2, 3 or 4"
+        )
     names = [dataset_name(path) for path in datasets]
     if len(set(names)) != len(names):
         raise ConfigError(
@@ -77,17 +84,37 @@ def eval_command(
     from mma.cli.shards import gather, on_main, processes, share, threads_for, together
 
     with processes(device) as placement:  # alone, or one of the processes torchrun started
-        upscaler = None if model == BICUBIC else together(lambda: _model_upscaler(
-            model, scale, tile, placement.device, threads_for(threads, placement)), placement)
+        upscaler = (
+            None
+            if model == BICUBIC
+            else together(
+                lambda: _model_upscaler(
+                    model, scale, tile, placement.device, threads_for(threads, placement)
+                ),
+                placement,
+            )
+        )
         listed = on_main(lambda: _listed(datasets), placement)
         scored = []
         for path, images in listed:
             mine = share(images, placement)
             try:
-                with tqdm(total=len(mine), desc=dataset_name(path), unit="img", file=sys.stderr,
-                          disable=not (placement.main and sys.stderr.isatty()), leave=False) as bar:
-                    part = evaluate_images(dataset_name(path), mine, scale, upscaler, save_dir=save_images,
-                                           progress=lambda _: bar.update())
+                with tqdm(
+                    total=len(mine),
+                    desc=dataset_name(path),
+                    unit="img",
+                    file=sys.stderr,
+                    disable=not (placement.main and sys.stderr.isatty()),
+                    leave=False,
+                ) as bar:
+                    part = evaluate_images(
+                        dataset_name(path),
+                        mine,
+                        scale,
+                        upscaler,
+                        save_dir=save_images,
+                        progress=lambda _: bar.update(),
+                    )
                 scored.append(part.images)
             except MMAError as exc:  # printed here: this process is the only one that read the file
                 typer.echo(f"error: {exc}", err=True)
@@ -114,8 +141,9 @@ def eval_command(
         raise typer.Exit(1)
 
 
-def _merged(listed: list[tuple[Path, list[Path]]], parts: list[list[tuple[ImageScore, ...] | None]],
-            scale: int) -> list[DatasetResult]:
+def _merged(
+    listed: list[tuple[Path, list[Path]]], parts: list[list[tuple[ImageScore, ...] | None]], scale: int
+) -> list[DatasetResult]:
     """Each dataset's scores from every process's share, in the folder's order, so the means are exactly
     those of one process; a dataset that failed in any process is left out (its error is printed already)."""
     from mma.evaluate import DatasetResult, dataset_name

@@ -16,20 +16,40 @@ TOLERANCE = 1e-3  # largest ONNX Runtime vs PyTorch difference accepted, on imag
 @command("export", help="Write an MMA model as an ONNX graph and check it in ONNX Runtime against PyTorch.")
 def export(
     onnx: Annotated[Path, typer.Option("--onnx", help="The .onnx file to write.", show_default=False)],
-    model: Annotated[str, typer.Option(
-        "--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")] = "mma-t",
-    scale: Annotated[int | None, typer.Option(
-        "--scale", "-s", help="2, 3 or 4. Default: the model file's own scale, 4 for a named model.")] = None,
-    tile: Annotated[int, typer.Option(
-        help="Input size (pixels) the graph is traced at; with --static the only size it accepts.")] = 64,
-    dynamic: Annotated[bool, typer.Option(
-        "--dynamic/--static", help="Free batch, height and width, or a fixed (1, 3, tile, tile) input.")] = True,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset version (17 or newer; 18 with dynamo).")] = None,
-    exporter: Annotated[str, typer.Option(
-        help="torchscript (torch's tracer) or dynamo (torch.export: ten times slower; needs onnxscript).")
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")
+    ] = "mma-t",
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            "--scale", "-s", help="2, 3 or 4. Default: the model file's own scale, 4 for a named model."
+        ),
+    ] = None,
+    tile: Annotated[
+        int,
+        typer.Option(
+            help="Input size (pixels) the graph is traced at; with --static the only size it accepts."
+        ),
+    ] = 64,
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic/--static", help="Free batch, height and width, or a fixed (1, 3, tile, tile) input."
+        ),
+    ] = True,
+    opset: Annotated[
+        int | None, typer.Option(help="ONNX opset version (17 or newer; 18 with dynamo).")
+    ] = None,
+    exporter: Annotated[
+        str,
+        typer.Option(
+            help="torchscript (torch's tracer) or dynamo (torch.export: ten times slower; needs onnxscript)."
+        ),
     ] = "torchscript",
-    check: Annotated[bool, typer.Option(
-        "--check/--no-check", help="Run the graph in ONNX Runtime and compare it with PyTorch.")] = True,
+    check: Annotated[
+        bool,
+        typer.Option("--check/--no-check", help="Run the graph in ONNX Runtime and compare it with PyTorch."),
+    ] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace FILE when it exists.")] = False,
 ) -> None:
     import torch
@@ -53,5 +73,7 @@ def export(
         difference = check_onnx(net, onnx, image)
         typer.echo(f"ONNX Runtime vs PyTorch on a {height}x{width} input: max difference {difference:.1e}")
         if not difference <= TOLERANCE:  # also catches NaN
-            raise ConfigError(f"{onnx}: ONNX Runtime differs from PyTorch by {difference:.1e} "
-                              f"(more than {TOLERANCE:g}) on a {height}x{width} input")
+            raise ConfigError(
+                f"{onnx}: ONNX Runtime differs from PyTorch by {difference:.1e} "
+                f"(more than {TOLERANCE:g}) on a {height}x{width} input"
+            )

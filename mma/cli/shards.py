@@ -44,7 +44,7 @@ def processes(device: str) -> Iterator[Placement]:
 def share(items: Sequence[T], placement: Placement) -> list[T]:
     """This process's items: every `world_size`-th from its rank on, so each item has exactly one owner and
     long runs of large files are spread rather than given to one process."""
-    return list(items[placement.rank::placement.world_size])
+    return list(items[placement.rank :: placement.world_size])
 
 
 def gather(value: T, placement: Placement) -> list[T]:

@@ -126,7 +126,9 @@ def _branch(
     if not resume or out is None or branch is None or decay_iters is None:
         raise ConfigError("a decay branch needs --resume --out RUN --decay-branch NEW_DIR --decay-iters K")
     if iters is not None:
-        raise ConfigError("--iters and --decay-branch exclude each other: the branch ends after --decay-iters")
+        raise ConfigError(
+            "--iters and --decay-branch exclude each other: the branch ends after --decay-iters"
+        )
     return start_decay_branch(out, branch, decay_iters, cfg)
 
 
@@ -157,11 +159,14 @@ def train_command(
     scale: Annotated[int | None, typer.Option("--scale", "-s", help="2, 3 or 4.")] = None,
     variant: Annotated[str | None, typer.Option("--variant", help="mma-t or mma-b.")] = None,
     mixer: Annotated[
-        str | None, typer.Option("--mixer", help="Token mixer: vim+ca (MMA), vim (w/o CA) or cnn+ca (w/ CNN).")
+        str | None,
+        typer.Option("--mixer", help="Token mixer: vim+ca (MMA), vim (w/o CA) or cnn+ca (w/ CNN)."),
     ] = None,
     iters: Annotated[
         int | None,
-        typer.Option("--iters", help="Total iterations (a preset's milestones rescale; a resumed run's stay)."),
+        typer.Option(
+            "--iters", help="Total iterations (a preset's milestones rescale; a resumed run's stay)."
+        ),
     ] = None,
     batch: Annotated[int | None, typer.Option("--batch", help="Global batch size.")] = None,
     patch: Annotated[int | None, typer.Option("--patch", help="LR patch size.")] = None,
@@ -177,7 +182,9 @@ def train_command(
     ] = None,
     decay_branch: Annotated[
         Path | None,
-        typer.Option("--decay-branch", help="With --resume --out RUN: copy RUN here and decay it (RUN stays)."),
+        typer.Option(
+            "--decay-branch", help="With --resume --out RUN: copy RUN here and decay it (RUN stays)."
+        ),
     ] = None,
     decay_iters: Annotated[
         int | None, typer.Option("--decay-iters", help="Iterations of the --decay-branch decay to 0.")

@@ -47,31 +47,53 @@ class Tally:
 
 @command("upscale", help="Upscale images (files, folders or globs) with an MMA model.")
 def upscale(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders of images, or glob patterns.",
-                                                show_default=False, metavar="INPUT")],
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Output file (one input) or folder (several; created if needed). "
-                               "Default: beside each input.")] = None,
-    scale: Annotated[int | None, typer.Option(
-        "--scale", "-s", help="2, 3 or 4. Default: the model file's own scale, 4 for a named model.")] = None,
-    model: Annotated[str, typer.Option(
-        "--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")] = "mma-t",
-    tile: Annotated[str, typer.Option(help="Tile size in input pixels, 'auto' (from free memory) or 0 "
-                                           "(whole image).")] = "auto",
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders of images, or glob patterns.", show_default=False, metavar="INPUT"
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file (one input) or folder (several; created if needed). "
+            "Default: beside each input.",
+        ),
+    ] = None,
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            "--scale", "-s", help="2, 3 or 4. Default: the model file's own scale, 4 for a named model."
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")
+    ] = "mma-t",
+    tile: Annotated[
+        str, typer.Option(help="Tile size in input pixels, 'auto' (from free memory) or 0 (whole image).")
+    ] = "auto",
     overlap: Annotated[int, typer.Option(help="Overlap between tiles in input pixels.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")] = "auto",
     suffix: Annotated[str | None, typer.Option(help="Added to each output name. Default: _x<scale>.")] = None,
-    format: Annotated[str | None, typer.Option(
-        "--format", help="png, jpg, webp or tiff. Default: the input's format when writable, else png."),
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="png, jpg, webp or tiff. Default: the input's format when writable, else png."
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs that already exist.")] = False,
-    skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="Leave outputs that already exist and go on (resumes a batch).")] = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option("--skip-existing", help="Leave outputs that already exist and go on (resumes a batch)."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     alpha: Annotated[str, typer.Option(help="Transparency: 'resize' (bicubic) or 'model'.")] = "resize",
-    batch: Annotated[str, typer.Option(help="Tiles per forward: 'auto' (as many as fit on a GPU, 1 on a "
-                                            "CPU) or a number.")] = "auto",
+    batch: Annotated[
+        str, typer.Option(help="Tiles per forward: 'auto' (as many as fit on a GPU, 1 on a CPU) or a number.")
+    ] = "auto",
     threads: Annotated[str | None, typer.Option(help="CPU threads. Default: one per idle CPU.")] = None,
 ) -> None:
     from mma.api import load_model
@@ -93,18 +115,30 @@ def upscale(
     from mma.cli.shards import gather, on_main, processes, share, threads_for, together
 
     with processes(device) as placement:  # alone, or one of the processes torchrun started
-        engine = together(lambda: Engine(
-            load_model(model, scale, device=placement.device, dtype=dtype), device=placement.device, dtype=dtype,
-            threads=threads_for(threads, placement), tile=tile_size, overlap=overlap, batch=batch_size,
-            alpha=alpha), placement)
+        engine = together(
+            lambda: Engine(
+                load_model(model, scale, device=placement.device, dtype=dtype),
+                device=placement.device,
+                dtype=dtype,
+                threads=threads_for(threads, placement),
+                tile=tile_size,
+                overlap=overlap,
+                batch=batch_size,
+                alpha=alpha,
+            ),
+            placement,
+        )
         label = suffix if suffix is not None else f"_x{engine.scale}"
-        jobs, planned = on_main(lambda: _planned(inputs, output, label, format, force, skip_existing, quiet),
-                                placement)
+        jobs, planned = on_main(
+            lambda: _planned(inputs, output, label, format, force, skip_existing, quiet), placement
+        )
         software = _software_tag(model, engine.scale)
         show_bars = placement.main and not quiet and sys.stderr.isatty()
         tally = Tally()
         mine = share(jobs, placement)
-        for job in tqdm(mine, desc="images", unit="image", disable=not show_bars or len(mine) < 2, leave=False):
+        for job in tqdm(
+            mine, desc="images", unit="image", disable=not show_bars or len(mine) < 2, leave=False
+        ):
             try:
                 _run(job, engine, force, quiet, show_bars, software)
             except MMAError as exc:
@@ -116,25 +150,39 @@ def upscale(
                     tqdm.write(f"{job.source} -> {job.target}")
         total = _total([planned, *gather(tally, placement)])
         if placement.main and not quiet:
-            typer.echo(f"{total.done} done, {total.skipped} skipped, {total.failed} failed "
-                       f"in {time.perf_counter() - started:.1f} s")
+            typer.echo(
+                f"{total.done} done, {total.skipped} skipped, {total.failed} failed "
+                f"in {time.perf_counter() - started:.1f} s"
+            )
         if total.failed:
             raise typer.Exit(1)
 
 
-def _planned(inputs: list[str], output: Path | None, label: str, format: str | None, force: bool,
-             skip_existing: bool, quiet: bool) -> tuple[list[Job], Tally]:
+def _planned(
+    inputs: list[str],
+    output: Path | None,
+    label: str,
+    format: str | None,
+    force: bool,
+    skip_existing: bool,
+    quiet: bool,
+) -> tuple[list[Job], Tally]:
     """The jobs of the batch and what planning already decided (skipped files, refused ones, printed)."""
     tally = Tally()
     sources = _expand(inputs, tally)
-    jobs = _plan(sources, output, label, format, force, skip_existing, quiet, tally,
-                 single=len(inputs) == 1) if sources else []
+    jobs = (
+        _plan(sources, output, label, format, force, skip_existing, quiet, tally, single=len(inputs) == 1)
+        if sources
+        else []
+    )
     return jobs, tally
 
 
 def _total(tallies: list[Tally]) -> Tally:
     """The tallies of planning and of every process, as one."""
-    return Tally(sum(t.done for t in tallies), sum(t.skipped for t in tallies), sum(t.failed for t in tallies))
+    return Tally(
+        sum(t.done for t in tallies), sum(t.skipped for t in tallies), sum(t.failed for t in tallies)
+    )
 
 
 def _software_tag(model: str, scale: int) -> str:
@@ -179,8 +227,11 @@ def _expand(inputs: list[str], tally: Tally) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                            and p.suffix.lower() in extensions)
+            images = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
+            )
             found = [p for p in images if not made_by_mma(p)]
             if not found:
                 tally.failed += 1
@@ -208,14 +259,24 @@ def _ours(files: list[Path]) -> str:
     return f" (only {len(files)} written by mma upscale, which are not taken as inputs)" if files else ""
 
 
-def _plan(sources: list[Path], output: Path | None, suffix: str, format: str | None, force: bool,
-          skip_existing: bool, quiet: bool, tally: Tally, single: bool) -> list[Job]:
+def _plan(
+    sources: list[Path],
+    output: Path | None,
+    suffix: str,
+    format: str | None,
+    force: bool,
+    skip_existing: bool,
+    quiet: bool,
+    tally: Tally,
+    single: bool,
+) -> list[Job]:
     """Where each result goes; refuses up front what would overwrite a file that must be kept or could not
     be written, so no image is upscaled only to fail at the end. Creates no folder (writing does)."""
     from mma.fileio import unwritable_reason
 
-    to_file = (output is not None and single and len(sources) == 1 and not output.is_dir()
-               and output.suffix != "")
+    to_file = (
+        output is not None and single and len(sources) == 1 and not output.is_dir() and output.suffix != ""
+    )
     if output is not None and not to_file:
         if _writable(output.suffix) and not output.is_dir():
             raise OutputError(f"{output}: names one file but there are {len(sources)} inputs; give a folder")

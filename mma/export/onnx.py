@@ -32,8 +32,16 @@ MIN_TORCH = "2.6"  # the first torch whose torch.onnx.export(dynamo=True) goes t
 INSTALL_HINT = 'pip install "mma-sr[onnx]"'
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike[str], tile: int, *, dynamic: bool = True,
-                opset: int = DEFAULT_OPSET, exporter: str = "torchscript", overwrite: bool = True) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    tile: int,
+    *,
+    dynamic: bool = True,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "torchscript",
+    overwrite: bool = True,
+) -> Path:
     """Write `model` as an ONNX graph from (batch, 3, tile, tile) images in [0, 1] to their upscaled twins.
 
     `dynamic=True` leaves batch, height and width free (any size from 2 up runs); `dynamic=False` fixes
@@ -44,11 +52,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], tile: int, *, dy
         raise ConfigError(f"exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
     require("onnx", *(["onnxscript"] if exporter == "dynamo" else []))
     if exporter == "dynamo" and torch.__version__ < MIN_TORCH:  # a TorchVersion compares with strings
-        raise ConfigError(f"the dynamo exporter needs torch {MIN_TORCH} or newer, this is {torch.__version__}")
+        raise ConfigError(
+            f"the dynamo exporter needs torch {MIN_TORCH} or newer, this is {torch.__version__}"
+        )
     if not isinstance(tile, int) or tile < (2 if dynamic else 1):
         raise ConfigError(f"tile {tile!r}: use a size in pixels of at least {2 if dynamic else 1}")
     if not isinstance(opset, int) or opset < MIN_OPSET[exporter]:
-        raise ConfigError(f"opset {opset!r}: the {exporter} exporter writes opset {MIN_OPSET[exporter]} or newer")
+        raise ConfigError(
+            f"opset {opset!r}: the {exporter} exporter writes opset {MIN_OPSET[exporter]} or newer"
+        )
     net = _exportable(model)
     # batch 2: torch.export treats a size-1 dimension of the example as fixed, whatever it is told
     example = torch.rand(2 if dynamic else 1, 3, tile, tile, generator=torch.Generator().manual_seed(0))
@@ -56,21 +68,32 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], tile: int, *, dy
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings about code the user cannot change
         if exporter == "torchscript":
-            axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                    OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}} if dynamic else None
-            return atomic_write(path, lambda tmp: torch.onnx.export(
-                net, (example,), tmp, dynamo=False, dynamic_axes=axes, **names), overwrite=overwrite)
+            axes = (
+                {
+                    INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                    OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"},
+                }
+                if dynamic
+                else None
+            )
+            return atomic_write(
+                path,
+                lambda tmp: torch.onnx.export(net, (example,), tmp, dynamo=False, dynamic_axes=axes, **names),
+                overwrite=overwrite,
+            )
         shapes = None
         if dynamic:
             dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
             shapes = {_forward_argument(net): dims}
-        program = torch.onnx.export(net, (example,), None, dynamo=True, dynamic_shapes=shapes, optimize=False,
-                                    verbose=False, **names)
+        program = torch.onnx.export(
+            net, (example,), None, dynamo=True, dynamic_shapes=shapes, optimize=False, verbose=False, **names
+        )
     return atomic_write(path, lambda tmp: program.save(tmp, external_data=False), overwrite=overwrite)
 
 
-def check_onnx(model: nn.Module, path: str | os.PathLike[str], image: torch.Tensor,
-               threads: int | None = None) -> float:
+def check_onnx(
+    model: nn.Module, path: str | os.PathLike[str], image: torch.Tensor, threads: int | None = None
+) -> float:
     """Largest absolute difference between ONNX Runtime (CPU) running `path` and `model` on `image`."""
     session = onnx_session(path, threads)
     got = session.run(None, {INPUT_NAME: image.float().numpy()})[0]

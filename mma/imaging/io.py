@@ -69,8 +69,10 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
                 image.load()
                 return ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageReadError(f"{path}: over the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
-                             "pixels (raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from None
+        raise ImageReadError(
+            f"{path}: over the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
+            "pixels (raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)"
+        ) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -105,9 +107,15 @@ def _existing_file(path: str | os.PathLike[str]) -> Path:
 
 def orient(array: np.ndarray, orientation: int) -> np.ndarray:
     """Turn an (H, W, C) array upright for an EXIF orientation value, as `ImageOps.exif_transpose` does."""
-    turns = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-             5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
-             7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
     return np.ascontiguousarray(turns[orientation](array)) if orientation in turns else array
 
 
@@ -115,8 +123,11 @@ def _warn_if_precision_lost(image: Image.Image, path: Path) -> None:
     """Pillow decodes 16-bit colour PNG/TIFF at 8 bits; say so instead of silently dropping bits."""
     rawmodes = {tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile}
     if any(isinstance(raw, str) and raw.startswith(("RGB;16", "RGBA;16", "LA;16")) for raw in rawmodes):
-        warnings.warn(f"{path}: Pillow decodes 16-bit colour at 8 bits per channel "
-                      "(read_pixels keeps 16 bits for PNG; TIFF is read at 8)", stacklevel=3)
+        warnings.warn(
+            f"{path}: Pillow decodes 16-bit colour at 8 bits per channel "
+            "(read_pixels keeps 16 bits for PNG; TIFF is read at 8)",
+            stacklevel=3,
+        )
 
 
 def pil_to_float(image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
@@ -146,8 +157,19 @@ def pil_to_float(image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
 
 # Pillow modes that map straight onto an 8-bit mode this module handles (P, PA and the rest go by
 # whether they carry transparency).
-_EIGHT_BIT_TARGET = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBX": "RGB",
-                     "RGBA": "RGBA", "RGBa": "RGBA", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_EIGHT_BIT_TARGET = {
+    "1": "L",
+    "L": "L",
+    "LA": "LA",
+    "La": "LA",
+    "RGB": "RGB",
+    "RGBX": "RGB",
+    "RGBA": "RGBA",
+    "RGBa": "RGBA",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+}
 
 
 def _has_transparency(image: Image.Image) -> bool:
@@ -163,8 +185,9 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     if icc:
         with contextlib.suppress(ImageCms.PyCMSError, OSError):
             source = ImageCms.ImageCmsProfile(BytesIO(icc))
-            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
-                                                  outputMode="RGB")
+            converted = ImageCms.profileToProfile(
+                image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
             if converted is not None:
                 return converted
     return image.convert("RGB")
@@ -226,8 +249,14 @@ def format_for(path: str | os.PathLike[str], format: str | None = None) -> str:
     return FORMATS[key]
 
 
-def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str | None = None,
-                overwrite: bool = False, quality: int = 95) -> Path:
+def write_image(
+    image: Image.Image,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    overwrite: bool = False,
+    quality: int = 95,
+) -> Path:
     """Write atomically (temporary file beside it, then rename), with EXIF and ICC where the format allows."""
     fmt = format_for(path, format)
 
@@ -241,8 +270,15 @@ def write_image(image: Image.Image, path: str | os.PathLike[str], *, format: str
     return atomic_write(path, save, overwrite=overwrite, make_parents=True)
 
 
-def write_pixels(array: np.ndarray, meta: ImageMeta, path: str | os.PathLike[str], *,
-                 format: str | None = None, overwrite: bool = False, software: str | None = None) -> Path:
+def write_pixels(
+    array: np.ndarray,
+    meta: ImageMeta,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    overwrite: bool = False,
+    software: str | None = None,
+) -> Path:
     """Write an (H, W, C) uint8/uint16 result with the source's metadata; 16-bit colour stays 16-bit
     in PNG. `software` (see `software_tag`) goes into the EXIF Software tag, so the file says what made it."""
     fmt = format_for(path, format)
@@ -251,10 +287,12 @@ def write_pixels(array: np.ndarray, meta: ImageMeta, path: str | os.PathLike[str
     if array.dtype == np.uint16 and array.shape[2] > 1:
         if fmt == "PNG":
             encoded = encode_png16(array, meta.icc_profile, meta.exif)
-            return atomic_write(path, lambda tmp: tmp.write_bytes(encoded), overwrite=overwrite,
-                                make_parents=True)
-        warnings.warn(f"{fmt} cannot store 16-bit colour here: written at 8 bits (use PNG to keep 16)",
-                      stacklevel=2)
+            return atomic_write(
+                path, lambda tmp: tmp.write_bytes(encoded), overwrite=overwrite, make_parents=True
+            )
+        warnings.warn(
+            f"{fmt} cannot store 16-bit colour here: written at 8 bits (use PNG to keep 16)", stacklevel=2
+        )
         array = np.rint(array / 257.0).astype(np.uint8)
     return write_image(array_to_pil(array, meta), path, format=format, overwrite=overwrite)
 

@@ -45,13 +45,17 @@ def read_png16(path: str | Path, max_pixels: int | None) -> tuple[np.ndarray, by
     chunks = list(_chunks(data, path))
     width, height, _, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1][:13])
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageReadError(f"{path}: over the decompression-bomb limit of {max_pixels} pixels "
-                             "(raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)")
+        raise ImageReadError(
+            f"{path}: over the decompression-bomb limit of {max_pixels} pixels "
+            "(raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)"
+        )
     if width == 0 or height == 0:
         raise ImageReadError(f"{path}: zero-size image ({width}x{height})")
     channels = CHANNELS[colour]
     passes = [(p, *_pass_size(width, height, p)) for p in (ADAM7 if interlace else WHOLE)]
-    passes = [(p, columns, rows) for p, columns, rows in passes if columns and rows]  # empty passes have no rows
+    passes = [
+        (p, columns, rows) for p, columns, rows in passes if columns and rows
+    ]  # empty passes have no rows
     sizes = [rows * (columns * channels * 2 + 1) for _, columns, rows in passes]
     decoder = zlib.decompressobj()
     try:
@@ -64,7 +68,7 @@ def read_png16(path: str | Path, max_pixels: int | None) -> tuple[np.ndarray, by
     pixels = np.empty((height, width, channels), np.uint16)
     start = 0
     for ((x0, y0, dx, dy), columns, rows), size in zip(passes, sizes):
-        pixels[y0::dy, x0::dx] = _decode_rows(raw[start:start + size], columns, rows, channels)
+        pixels[y0::dy, x0::dx] = _decode_rows(raw[start : start + size], columns, rows, channels)
         start += size
     found = dict(chunks)
     if b"tRNS" in found and colour == 2:
@@ -74,7 +78,7 @@ def read_png16(path: str | Path, max_pixels: int | None) -> tuple[np.ndarray, by
     icc = None
     if b"iCCP" in found:
         name_end = found[b"iCCP"].index(b"\x00")
-        icc = zlib.decompress(found[b"iCCP"][name_end + 2:])
+        icc = zlib.decompress(found[b"iCCP"][name_end + 2 :])
     return pixels, icc, found.get(b"eXIf")
 
 
@@ -96,9 +100,9 @@ def _chunks(data: bytes, path: str | Path):
     while True:
         if position + 8 > len(data):
             raise ImageReadError(f"{path}: truncated or corrupt image (no IEND chunk)")
-        length, kind = struct.unpack(">I4s", data[position:position + 8])
-        body = data[position + 8:position + 8 + length]
-        crc = data[position + 8 + length:position + 12 + length]
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        body = data[position + 8 : position + 8 + length]
+        crc = data[position + 8 + length : position + 12 + length]
         if len(body) < length or len(crc) < 4 or zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
             raise ImageReadError(f"{path}: truncated or corrupt image (bad {kind.decode('latin-1')} chunk)")
         if kind == b"IEND":

@@ -23,7 +23,7 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - exercised only where spandrel is absent
     raise ImportError(
-        f"mma.integrations.spandrel needs the spandrel package ({exc}): pip install \"mma-sr[spandrel]\""
+        f'mma.integrations.spandrel needs the spandrel package ({exc}): pip install "mma-sr[spandrel]"'
     ) from exc
 
 from mma.errors import ConfigError
@@ -105,5 +105,9 @@ def install(registry: ArchRegistry | None = None, *, ignore_duplicates: bool = T
     claim an MMA checkpoint.
     """
     target = MAIN_REGISTRY if registry is None else registry
-    others = tuple(support.architecture.id for support in target.architectures() if support.architecture.id != ARCH_ID)
-    return target.add(ArchSupport.from_architecture(MMAArch(), before=others), ignore_duplicates=ignore_duplicates)
+    others = tuple(
+        support.architecture.id for support in target.architectures() if support.architecture.id != ARCH_ID
+    )
+    return target.add(
+        ArchSupport.from_architecture(MMAArch(), before=others), ignore_duplicates=ignore_duplicates
+    )

@@ -13,7 +13,15 @@ from mma.model.config import CUSTOM, MIXERS, SCALES, VARIANTS, MMAConfig, check_
 from mma.model.network import MMA
 
 __all__ = [
-    "MIXERS", "MMA", "SCALES", "VARIANTS", "MMAConfig", "build_model", "check_scale", "check_variant", "infer_config",
+    "MIXERS",
+    "MMA",
+    "SCALES",
+    "VARIANTS",
+    "MMAConfig",
+    "build_model",
+    "check_scale",
+    "check_variant",
+    "infer_config",
 ]
 
 
@@ -56,6 +64,8 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> MMAConfig:
     a_log = state_dict.get("body.0.attn.mamba.mamba.A_log")
     if a_log is not None:
         fields["d_state"] = int(a_log.shape[1])
-    variant = next((name for name, sizes in VARIANTS.items()
-                    if sizes == {"num_feat": num_feat, "num_block": num_block}), CUSTOM)
+    variant = next(
+        (name for name, sizes in VARIANTS.items() if sizes == {"num_feat": num_feat, "num_block": num_block}),
+        CUSTOM,
+    )
     return MMAConfig(variant=variant, scale=scale, **fields)

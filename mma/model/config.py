@@ -43,8 +43,9 @@ def check_scale(scale: object) -> int:
     except ValueError:
         value = None
     if value not in SCALES:
-        raise ConfigError(f"unsupported scale {scale!r}: MMA is defined for scales "
-                          f"{', '.join(str(s) for s in SCALES)}")
+        raise ConfigError(
+            f"unsupported scale {scale!r}: MMA is defined for scales {', '.join(str(s) for s in SCALES)}"
+        )
     return value
 
 

@@ -14,8 +14,9 @@ from torch import nn
 from mma import ops
 
 
-def _init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 0.1,
-                  dt_floor: float = 1e-4) -> None:
+def _init_dt_proj(
+    dt_proj: nn.Linear, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 0.1, dt_floor: float = 1e-4
+) -> None:
     """Mamba's initialisation: softplus(bias) log-uniform in [dt_min, dt_max], weight uniform in +-R^-0.5."""
     nn.init.uniform_(dt_proj.weight, -(dt_rank**-0.5), dt_rank**-0.5)
     d_inner = dt_proj.bias.shape[0]
@@ -37,8 +38,9 @@ def _a_log_init(d_inner: int, d_state: int) -> torch.Tensor:
 class BiMamba(nn.Module):
     """Bidirectional selective-scan layer: (B, L, C) -> (B, L, C); the two directions are summed."""
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | None = None) -> None:
+    def __init__(
+        self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int | None = None
+    ) -> None:
         super().__init__()
         d_inner = expand * d_model
         self.d_inner = d_inner
@@ -62,25 +64,48 @@ class BiMamba(nn.Module):
         _init_dt_proj(self.dt_proj, self.dt_rank)
         _init_dt_proj(self.dt_proj_b, self.dt_rank)
 
-    def _direction(self, x: torch.Tensor, z: torch.Tensor, conv: nn.Conv1d, x_proj: nn.Linear,
-                   dt_proj: nn.Linear, a_log: torch.Tensor, d_skip: torch.Tensor,
-                   reverse: bool) -> torch.Tensor:
+    def _direction(
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        conv: nn.Conv1d,
+        x_proj: nn.Linear,
+        dt_proj: nn.Linear,
+        a_log: torch.Tensor,
+        d_skip: torch.Tensor,
+        reverse: bool,
+    ) -> torch.Tensor:
         """One scan direction; x, z are (B, Di, L). Returns the gated scan output (B, Di, L)."""
-        u = ops.causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu",
-                              reverse=reverse, backend=self.scan_backend)
+        u = ops.causal_conv1d(
+            x,
+            conv.weight.squeeze(1),
+            conv.bias,
+            activation="silu",
+            reverse=reverse,
+            backend=self.scan_backend,
+        )
         dt, b, c = x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ dt_proj.weight.t()).transpose(1, 2)
         return ops.selective_scan(
-            u, delta, -torch.exp(_at_least_fp32(a_log)), b.transpose(1, 2), c.transpose(1, 2),
-            _at_least_fp32(d_skip), z=z, delta_bias=_at_least_fp32(dt_proj.bias), delta_softplus=True, reverse=reverse,
+            u,
+            delta,
+            -torch.exp(_at_least_fp32(a_log)),
+            b.transpose(1, 2),
+            c.transpose(1, 2),
+            _at_least_fp32(d_skip),
+            z=z,
+            delta_bias=_at_least_fp32(dt_proj.bias),
+            delta_softplus=True,
+            reverse=reverse,
             backend=self.scan_backend,
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x, z = self.in_proj(tokens).transpose(1, 2).chunk(2, dim=1)
         y = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, reverse=False)
-        y_b = self._direction(x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
-                              reverse=True)
+        y_b = self._direction(
+            x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, reverse=True
+        )
         return self.out_proj((y + y_b).transpose(1, 2))
 
 

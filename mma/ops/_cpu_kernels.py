@@ -110,8 +110,11 @@ def _softplus_overload(x):
         v = fast_exp(-abs(x))
         s = v / (_TWO + v)
         s2 = s * s
-        q = ((((((((_Q[8] * s2 + _Q[7]) * s2 + _Q[6]) * s2 + _Q[5]) * s2 + _Q[4]) * s2 + _Q[3]) * s2
-               + _Q[2]) * s2 + _Q[1]) * s2 + _Q[0])
+        q = (
+            ((((((_Q[8] * s2 + _Q[7]) * s2 + _Q[6]) * s2 + _Q[5]) * s2 + _Q[4]) * s2 + _Q[3]) * s2 + _Q[2])
+            * s2
+            + _Q[1]
+        ) * s2 + _Q[0]
         y = max(x, _ZERO) + s * q
         return x if x > _SOFTPLUS_LINEAR else y
 
@@ -151,8 +154,9 @@ def _load_step(b, t, c0, dch, u, su, delta, sd, z, sz, bias, has_gate, delta_sof
 
 
 @_jit(**_OPTS)
-def _forward_block(b, c0, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate, delta_softplus,
-                   reverse, out, ckpt):
+def _forward_block(
+    b, c0, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate, delta_softplus, reverse, out, ckpt
+):
     """The scan of channels c0 .. c0+BLOCK-1 of batch item b (see `scan_forward`)."""
     length, dch = out.shape[1], out.shape[2]
     nstate = At.shape[0]
@@ -179,7 +183,9 @@ def _forward_block(b, c0, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias,
             for n in range(nstate):
                 for c in range(w):
                     ckpt[b, s // CHUNK, n, c0 + c] = h[n, c]
-        _load_step(b, t, c0, dch, u, su, delta, sd, z, sz, bias_c, has_gate, delta_softplus, uu, pre, dt, zz, g)
+        _load_step(
+            b, t, c0, dch, u, su, delta, sd, z, sz, bias_c, has_gate, delta_softplus, uu, pre, dt, zz, g
+        )
         for c in range(BLOCK):
             du[c] = dt[c] * uu[c]
             y[c] = skip[c] * uu[c]
@@ -195,8 +201,28 @@ def _forward_block(b, c0, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias,
 
 
 @_jit(**_OPTS)
-def scan_forward(first_job, end_job, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate,
-                 delta_softplus, reverse, out, ckpt):
+def scan_forward(
+    first_job,
+    end_job,
+    u,
+    su,
+    delta,
+    sd,
+    z,
+    sz,
+    Bm,
+    sb,
+    Cm,
+    sc,
+    At,
+    Dv,
+    bias,
+    has_gate,
+    delta_softplus,
+    reverse,
+    out,
+    ckpt,
+):
     """out[b, t, c] = (<C_t, h_t> + D u_t) * SiLU(z_t); the states go to ckpt every CHUNK steps.
 
     u/delta/z: flat buffers with strides (batch, channel, time); Bm/Cm likewise (batch, state, time).
@@ -206,14 +232,64 @@ def scan_forward(first_job, end_job, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At
     """
     nblocks = (out.shape[2] + BLOCK - 1) // BLOCK
     for job in range(first_job, end_job):
-        _forward_block(job // nblocks, (job % nblocks) * BLOCK, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At,
-                       Dv, bias, has_gate, delta_softplus, reverse, out, ckpt)
+        _forward_block(
+            job // nblocks,
+            (job % nblocks) * BLOCK,
+            u,
+            su,
+            delta,
+            sd,
+            z,
+            sz,
+            Bm,
+            sb,
+            Cm,
+            sc,
+            At,
+            Dv,
+            bias,
+            has_gate,
+            delta_softplus,
+            reverse,
+            out,
+            ckpt,
+        )
 
 
 @_jit(**_OPTS)
-def _backward_block(b, c0, part, first, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate,
-                    delta_softplus, reverse, ckpt, grad, sgr, du_out, ddelta_out, dz_out, dB_parts, dC_parts,
-                    dA_parts, dD_parts, dbias_parts):
+def _backward_block(
+    b,
+    c0,
+    part,
+    first,
+    u,
+    su,
+    delta,
+    sd,
+    z,
+    sz,
+    Bm,
+    sb,
+    Cm,
+    sc,
+    At,
+    Dv,
+    bias,
+    has_gate,
+    delta_softplus,
+    reverse,
+    ckpt,
+    grad,
+    sgr,
+    du_out,
+    ddelta_out,
+    dz_out,
+    dB_parts,
+    dC_parts,
+    dA_parts,
+    dD_parts,
+    dbias_parts,
+):
     """Gradients from channels c0 .. c0+BLOCK-1 of batch item b (see `scan_backward`)."""
     length, dch = du_out.shape[1], du_out.shape[2]
     nstate = At.shape[0]
@@ -251,8 +327,26 @@ def _backward_block(b, c0, part, first, u, su, delta, sd, z, sz, Bm, sb, Cm, sc,
                 hs[0, n, c] = ckpt[b, k, n, min(c0 + c, dch - 1)]
         for i in range(steps):  # recompute the chunk as forward did
             t = length - 1 - (s0 + i) if reverse else s0 + i
-            _load_step(b, t, c0, dch, u, su, delta, sd, z, sz, bias_c, False, delta_softplus, us[i], pres[i],
-                       dts[i], zz, g)
+            _load_step(
+                b,
+                t,
+                c0,
+                dch,
+                u,
+                su,
+                delta,
+                sd,
+                z,
+                sz,
+                bias_c,
+                False,
+                delta_softplus,
+                us[i],
+                pres[i],
+                dts[i],
+                zz,
+                g,
+            )
             for c in range(BLOCK):
                 ys[i, c] = skip[c] * us[i, c]
             for n in range(nstate):
@@ -318,9 +412,37 @@ def _backward_block(b, c0, part, first, u, su, delta, sd, z, sz, Bm, sb, Cm, sc,
 
 
 @_jit(**_OPTS)
-def scan_backward(first_job, end_job, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate,
-                  delta_softplus, reverse, ckpt, grad, sgr, du_out, ddelta_out, dz_out, dB_parts, dC_parts, dA_parts,
-                  dD_parts, dbias_parts):
+def scan_backward(
+    first_job,
+    end_job,
+    u,
+    su,
+    delta,
+    sd,
+    z,
+    sz,
+    Bm,
+    sb,
+    Cm,
+    sc,
+    At,
+    Dv,
+    bias,
+    has_gate,
+    delta_softplus,
+    reverse,
+    ckpt,
+    grad,
+    sgr,
+    du_out,
+    ddelta_out,
+    dz_out,
+    dB_parts,
+    dC_parts,
+    dA_parts,
+    dD_parts,
+    dbias_parts,
+):
     """Gradients of `scan_forward` given dL/d(out) in `grad` (flat, strides as u's).
 
     Writes du/ddelta/dz (batch, L, Dch), ddelta w.r.t. delta before bias and softplus, and partial sums:
@@ -336,6 +458,36 @@ def scan_backward(first_job, end_job, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, A
         b = job // parts
         part = job % parts
         for blk in range(part * per_part, min(nblocks, (part + 1) * per_part)):
-            _backward_block(b, blk * BLOCK, part, blk == part * per_part, u, su, delta, sd, z, sz, Bm, sb, Cm,
-                            sc, At, Dv, bias, has_gate, delta_softplus, reverse, ckpt, grad, sgr, du_out,
-                            ddelta_out, dz_out, dB_parts, dC_parts, dA_parts, dD_parts, dbias_parts)
+            _backward_block(
+                b,
+                blk * BLOCK,
+                part,
+                blk == part * per_part,
+                u,
+                su,
+                delta,
+                sd,
+                z,
+                sz,
+                Bm,
+                sb,
+                Cm,
+                sc,
+                At,
+                Dv,
+                bias,
+                has_gate,
+                delta_softplus,
+                reverse,
+                ckpt,
+                grad,
+                sgr,
+                du_out,
+                ddelta_out,
+                dz_out,
+                dB_parts,
+                dC_parts,
+                dA_parts,
+                dD_parts,
+                dbias_parts,
+            )

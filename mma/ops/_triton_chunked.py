@@ -63,8 +63,17 @@ def _column(x, index, CHUNK: tl.constexpr):
 
 
 @triton.jit
-def _block(A_ptr, A_sd, A_sn, channels, nstate,
-           DTYPE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
+def _block(
+    A_ptr,
+    A_sd,
+    A_sn,
+    channels,
+    nstate,
+    DTYPE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr,
+):
     """This program's batch item, channels, states, their masks, the block of A and its chunk's steps.
 
     The grid is (chunks, channel blocks, batch): chunks first, as CUDA allows 2**31 - 1 programs along the
@@ -87,26 +96,58 @@ def _summary_offsets(b, chunk, d, n, chunks, channels, nstate):
 
 @triton.jit
 def chunk_ends(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, dy_ptr, ends_ptr, decays_ptr,
-    length, channels, nstate, chunks,
-    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st,
-    dy_sb, dy_sd, dy_st,
-    DTYPE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
-    REVERSE: tl.constexpr, GRADIENT: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    dy_ptr,
+    ends_ptr,
+    decays_ptr,
+    length,
+    channels,
+    nstate,
+    chunks,
+    u_sb,
+    u_sd,
+    u_st,
+    dl_sb,
+    dl_sd,
+    dl_st,
+    A_sd,
+    A_sn,
+    B_sb,
+    B_sn,
+    B_st,
+    C_sb,
+    C_sn,
+    C_st,
+    dy_sb,
+    dy_sd,
+    dy_st,
+    DTYPE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr,
+    REVERSE: tl.constexpr,
+    GRADIENT: tl.constexpr,
 ):
     """Per chunk, from a zero state: the end state and the product of the decays (batch, chunks, D, N).
 
     Forward (GRADIENT False): h at the chunk's last step. Backward (GRADIENT True): g at its first step,
     the scan of (a_{s+1}, dy_s C_s) from the last step back. C and dy are read only for GRADIENT."""
-    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate,
-                                                  DTYPE, BLOCK_D, BLOCK_N, CHUNK)
+    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(
+        A_ptr, A_sd, A_sn, channels, nstate, DTYPE, BLOCK_D, BLOCK_N, CHUNK
+    )
     dl_row = delta_ptr + b * dl_sb + d * dl_sd
     if GRADIENT:
         dy = _load_tile(dy_ptr + b * dy_sb + d * dy_sd, dy_st, d_ok, steps, length, DTYPE, REVERSE)
         Ct = _load_tile(C_ptr + b * C_sb + n * C_sn, C_st, n_ok, steps, length, DTYPE, REVERSE)
         dl_next = _load_tile(dl_row, dl_st, d_ok, steps + 1, length, DTYPE, REVERSE)
         decay, total = tl.associative_scan(
-            (tl.exp(dl_next[:, None, :] * A[:, :, None]), dy[:, None, :] * Ct[None, :, :]), 2, _combine,
+            (tl.exp(dl_next[:, None, :] * A[:, :, None]), dy[:, None, :] * Ct[None, :, :]),
+            2,
+            _combine,
             reverse=True,
         )
         index = 0
@@ -124,8 +165,15 @@ def chunk_ends(
 
 @triton.jit
 def carry(
-    ends_ptr, decays_ptr, inits_ptr, chunks, lanes,
-    DTYPE: tl.constexpr, BLOCK_LANES: tl.constexpr, CARRY_CHUNKS: tl.constexpr, BACKWARD: tl.constexpr,
+    ends_ptr,
+    decays_ptr,
+    inits_ptr,
+    chunks,
+    lanes,
+    DTYPE: tl.constexpr,
+    BLOCK_LANES: tl.constexpr,
+    CARRY_CHUNKS: tl.constexpr,
+    BACKWARD: tl.constexpr,
 ):
     """inits[b, c] = the state entering chunk c: chunks walked first to last (BACKWARD: last to first).
 
@@ -147,22 +195,54 @@ def carry(
         end += tl.where((within == 0)[None, :], decay * h[:, None], 0.0)
         decay, state = tl.associative_scan((decay, end), 1, _combine)
         # the state after walk step j enters walk step j + 1
-        tl.store(inits_ptr + row[:, None] + _token(walk + 1, chunks, BACKWARD)[None, :] * lanes, state,
-                 mask=lane_ok[:, None] & (walk + 1 < chunks)[None, :])
+        tl.store(
+            inits_ptr + row[:, None] + _token(walk + 1, chunks, BACKWARD)[None, :] * lanes,
+            state,
+            mask=lane_ok[:, None] & (walk + 1 < chunks)[None, :],
+        )
         h = tl.sum(tl.where((within == CARRY_CHUNKS - 1)[None, :], state, 0.0), axis=1)
 
 
 @triton.jit
 def chunk_output(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, inits_ptr, y_ptr,
-    length, channels, nstate, chunks,
-    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st, y_sb, y_sd, y_st,
-    DTYPE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    inits_ptr,
+    y_ptr,
+    length,
+    channels,
+    nstate,
+    chunks,
+    u_sb,
+    u_sd,
+    u_st,
+    dl_sb,
+    dl_sd,
+    dl_st,
+    A_sd,
+    A_sn,
+    B_sb,
+    B_sn,
+    B_st,
+    C_sb,
+    C_sn,
+    C_st,
+    y_sb,
+    y_sd,
+    y_st,
+    DTYPE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr,
     REVERSE: tl.constexpr,
 ):
     """y[b, d, t] = sum_n C[b, n, t] h[d, n, t] over one chunk, from the chunk's initial state."""
-    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate,
-                                                  DTYPE, BLOCK_D, BLOCK_N, CHUNK)
+    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(
+        A_ptr, A_sd, A_sn, channels, nstate, DTYPE, BLOCK_D, BLOCK_N, CHUNK
+    )
     chunk = tl.program_id(0)
     u = _load_tile(u_ptr + b * u_sb + d * u_sd, u_st, d_ok, steps, length, DTYPE, REVERSE)
     dl = _load_tile(delta_ptr + b * dl_sb + d * dl_sd, dl_st, d_ok, steps, length, DTYPE, REVERSE)
@@ -175,26 +255,63 @@ def chunk_output(
     _, h = tl.associative_scan((a, x), 2, _combine)
     y = tl.sum(h * Ct[None, :, :], axis=1)
     tokens = _token(steps, length, REVERSE)
-    tl.store(y_ptr + b * y_sb + d[:, None] * y_sd + tokens[None, :] * y_st, y,
-             mask=d_ok[:, None] & (steps < length)[None, :])
+    tl.store(
+        y_ptr + b * y_sb + d[:, None] * y_sd + tokens[None, :] * y_st,
+        y,
+        mask=d_ok[:, None] & (steps < length)[None, :],
+    )
 
 
 @triton.jit
 def chunk_gradients(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, dy_ptr, h_inits_ptr, g_inits_ptr,
-    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
-    length, channels, nstate, chunks, blocks,
-    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st,
-    dy_sb, dy_sd, dy_st,
-    DTYPE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    dy_ptr,
+    h_inits_ptr,
+    g_inits_ptr,
+    du_ptr,
+    ddelta_ptr,
+    dA_ptr,
+    dB_ptr,
+    dC_ptr,
+    length,
+    channels,
+    nstate,
+    chunks,
+    blocks,
+    u_sb,
+    u_sd,
+    u_st,
+    dl_sb,
+    dl_sd,
+    dl_st,
+    A_sd,
+    A_sn,
+    B_sb,
+    B_sn,
+    B_st,
+    C_sb,
+    C_sn,
+    C_st,
+    dy_sb,
+    dy_sd,
+    dy_st,
+    DTYPE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr,
     REVERSE: tl.constexpr,
 ):
     """One chunk's gradients: du, ddelta (batch, L, D); dA per chunk (batch, chunks, D, N); dB, dC per
     channel block (batch, blocks, L, N). With g = dLoss/dh and h_before = h_{s-1}:
         du = delta sum_n g B        ddelta = u sum_n g B + sum_n A g a h_before
         dA = sum_s delta g a h_before        dB = sum_d g delta u        dC = sum_d dy h"""
-    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(A_ptr, A_sd, A_sn, channels, nstate,
-                                                  DTYPE, BLOCK_D, BLOCK_N, CHUNK)
+    b, d, n, d_ok, n_ok, dn_ok, A, steps = _block(
+        A_ptr, A_sd, A_sn, channels, nstate, DTYPE, BLOCK_D, BLOCK_N, CHUNK
+    )
     chunk, block = tl.program_id(0), tl.program_id(1)
     u_row, dl_row = u_ptr + b * u_sb + d * u_sd, delta_ptr + b * dl_sb + d * dl_sd
     B_row = B_ptr + b * B_sb + n * B_sn
@@ -202,9 +319,12 @@ def chunk_gradients(
     summary = _summary_offsets(b, chunk, d, n, chunks, channels, nstate)
 
     # h_before: the scan of the previous steps' pairs, whose first is (0, the chunk's initial state)
-    a_prev, x_prev = _pairs(_load_tile(u_row, u_st, d_ok, steps - 1, length, DTYPE, REVERSE),
-                            _load_tile(dl_row, dl_st, d_ok, steps - 1, length, DTYPE, REVERSE),
-                            _load_tile(B_row, B_st, n_ok, steps - 1, length, DTYPE, REVERSE), A)
+    a_prev, x_prev = _pairs(
+        _load_tile(u_row, u_st, d_ok, steps - 1, length, DTYPE, REVERSE),
+        _load_tile(dl_row, dl_st, d_ok, steps - 1, length, DTYPE, REVERSE),
+        _load_tile(B_row, B_st, n_ok, steps - 1, length, DTYPE, REVERSE),
+        A,
+    )
     h_init = tl.load(h_inits_ptr + summary, mask=dn_ok, other=0.0)
     x_prev = tl.where(column == 0, h_init[:, :, None], x_prev)
     a_prev = tl.where(column == 0, 0.0, a_prev)
@@ -251,8 +371,9 @@ CARRY_LANES = 32  # (channel, state) lanes per `carry` program
 CARRY_CHUNKS = 32  # chunks per step of the `carry` walk
 
 
-def forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-            reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def forward(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, reverse: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scan output (batch, D, L) in channels-last memory, and each chunk's initial state (for backward)."""
     batch, channels, length = u.shape
     chunk, chunks = _chunking(length)
@@ -261,19 +382,37 @@ def forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tens
     if not y.numel():
         return y, h_inits
     grid, constants = _launch(delta, A, chunk, chunks, BLOCK_D)
-    common = (length, channels, A.shape[1], chunks, *u.stride(), *delta.stride(), *A.stride(), *B.stride(),
-              *C.stride())
+    common = (
+        length,
+        channels,
+        A.shape[1],
+        chunks,
+        *u.stride(),
+        *delta.stride(),
+        *A.stride(),
+        *B.stride(),
+        *C.stride(),
+    )
     ends, decays = torch.empty_like(h_inits), torch.empty_like(h_inits)
     # y stands in for dy, which this pass does not read
-    chunk_ends[grid](u, delta, A, B, C, y, ends, decays, *common, *y.stride(), REVERSE=reverse,
-                     GRADIENT=False, **constants)
+    chunk_ends[grid](
+        u, delta, A, B, C, y, ends, decays, *common, *y.stride(), REVERSE=reverse, GRADIENT=False, **constants
+    )
     _carry(ends, decays, h_inits, backward=False)
     chunk_output[grid](u, delta, A, B, C, h_inits, y, *common, *y.stride(), REVERSE=reverse, **constants)
     return y, h_inits
 
 
-def backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-             h_inits: torch.Tensor, dy: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, ...]:
+def backward(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    h_inits: torch.Tensor,
+    dy: torch.Tensor,
+    reverse: bool,
+) -> tuple[torch.Tensor, ...]:
     """Gradients of (u, delta, A, B, C) from the chunk states `forward` returned."""
     batch, channels, length = u.shape
     nstate = A.shape[1]
@@ -286,17 +425,51 @@ def backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
     dA = u.new_empty(batch, chunks, channels, nstate, dtype=dtype)
     dB, dC = (u.new_empty(batch, blocks, length, nstate, dtype=dtype) for _ in range(2))
     if u.numel():
-        common = (length, channels, nstate, chunks, *u.stride(), *delta.stride(), *A.stride(), *B.stride(),
-                  *C.stride(), *dy.stride())
+        common = (
+            length,
+            channels,
+            nstate,
+            chunks,
+            *u.stride(),
+            *delta.stride(),
+            *A.stride(),
+            *B.stride(),
+            *C.stride(),
+            *dy.stride(),
+        )
         ends, decays, g_inits = (torch.empty_like(h_inits) for _ in range(3))
         ends_grid, ends_constants = _launch(delta, A, chunk, chunks, BLOCK_D)
-        chunk_ends[ends_grid](u, delta, A, B, C, dy, ends, decays, *common, REVERSE=reverse, GRADIENT=True,
-                              **ends_constants)
+        chunk_ends[ends_grid](
+            u, delta, A, B, C, dy, ends, decays, *common, REVERSE=reverse, GRADIENT=True, **ends_constants
+        )
         _carry(ends, decays, g_inits, backward=True)
-        chunk_gradients[grid](u, delta, A, B, C, dy, h_inits, g_inits, du, ddelta, dA, dB, dC, *common[:4],
-                              blocks, *common[4:], REVERSE=reverse, **constants)
-    return (du.transpose(1, 2), ddelta.transpose(1, 2), dA.sum((0, 1)), dB.sum(1).transpose(1, 2),
-            dC.sum(1).transpose(1, 2))
+        chunk_gradients[grid](
+            u,
+            delta,
+            A,
+            B,
+            C,
+            dy,
+            h_inits,
+            g_inits,
+            du,
+            ddelta,
+            dA,
+            dB,
+            dC,
+            *common[:4],
+            blocks,
+            *common[4:],
+            REVERSE=reverse,
+            **constants,
+        )
+    return (
+        du.transpose(1, 2),
+        ddelta.transpose(1, 2),
+        dA.sum((0, 1)),
+        dB.sum(1).transpose(1, 2),
+        dC.sum(1).transpose(1, 2),
+    )
 
 
 def _chunking(length: int) -> tuple[int, int]:
@@ -305,12 +478,18 @@ def _chunking(length: int) -> tuple[int, int]:
     return chunk, triton.cdiv(length, chunk)
 
 
-def _launch(delta: torch.Tensor, A: torch.Tensor, chunk: int, chunks: int,
-            block_d: int) -> tuple[tuple, dict]:
+def _launch(
+    delta: torch.Tensor, A: torch.Tensor, chunk: int, chunks: int, block_d: int
+) -> tuple[tuple, dict]:
     """The (chunks, channel blocks, batch) grid and the compile-time constants of the per-chunk kernels."""
     batch, channels, _ = delta.shape
-    constants = {"DTYPE": _dtype(delta), "BLOCK_D": block_d, "BLOCK_N": triton.next_power_of_2(A.shape[1]),
-                 "CHUNK": chunk, "num_warps": NUM_WARPS}
+    constants = {
+        "DTYPE": _dtype(delta),
+        "BLOCK_D": block_d,
+        "BLOCK_N": triton.next_power_of_2(A.shape[1]),
+        "CHUNK": chunk,
+        "num_warps": NUM_WARPS,
+    }
     return (chunks, triton.cdiv(channels, block_d), batch), constants
 
 
@@ -319,8 +498,15 @@ def _carry(ends: torch.Tensor, decays: torch.Tensor, inits: torch.Tensor, backwa
     batch, chunks, channels, nstate = ends.shape
     lanes = channels * nstate
     carry[(batch, triton.cdiv(lanes, CARRY_LANES))](
-        ends, decays, inits, chunks, lanes, DTYPE=_dtype(ends), BLOCK_LANES=CARRY_LANES,
-        CARRY_CHUNKS=min(CARRY_CHUNKS, triton.next_power_of_2(chunks)), BACKWARD=backward,
+        ends,
+        decays,
+        inits,
+        chunks,
+        lanes,
+        DTYPE=_dtype(ends),
+        BLOCK_LANES=CARRY_LANES,
+        CARRY_CHUNKS=min(CARRY_CHUNKS, triton.next_power_of_2(chunks)),
+        BACKWARD=backward,
         num_warps=NUM_WARPS,
     )
 

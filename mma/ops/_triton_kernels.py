@@ -43,8 +43,22 @@ def _in_range(mask, step, length):
 
 
 @triton.jit
-def _load_step(u_row, dl_row, B_row, C_row, u_st, dl_st, B_st, C_st, d_ok, n_ok, step, length,
-               DTYPE: tl.constexpr, REVERSE: tl.constexpr):
+def _load_step(
+    u_row,
+    dl_row,
+    B_row,
+    C_row,
+    u_st,
+    dl_st,
+    B_st,
+    C_st,
+    d_ok,
+    n_ok,
+    step,
+    length,
+    DTYPE: tl.constexpr,
+    REVERSE: tl.constexpr,
+):
     """u, delta (BLOCK_D,) and B, C (BLOCK_N,) of scan step `step`, in DTYPE; zeros when step is outside."""
     t = _token(step, length, REVERSE)
     d_in, n_in = _in_range(d_ok, step, length), _in_range(n_ok, step, length)
@@ -57,10 +71,37 @@ def _load_step(u_row, dl_row, B_row, C_row, u_st, dl_st, B_st, C_st, d_ok, n_ok,
 
 @triton.jit
 def scan_forward(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, y_ptr, states_ptr,
-    length, channels, nstate,
-    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st, y_sb, y_sd, y_st,
-    DTYPE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, REVERSE: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    y_ptr,
+    states_ptr,
+    length,
+    channels,
+    nstate,
+    u_sb,
+    u_sd,
+    u_st,
+    dl_sb,
+    dl_sd,
+    dl_st,
+    A_sd,
+    A_sn,
+    B_sb,
+    B_sn,
+    B_st,
+    C_sb,
+    C_sn,
+    C_st,
+    y_sb,
+    y_sd,
+    y_st,
+    DTYPE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    REVERSE: tl.constexpr,
     KEEP_STATES: tl.constexpr,
 ):
     """y[b, d, t] = sum_n C[b, n, t] h[d, n] with h = exp(delta A) h + delta u B; states[b, t, d, n] = h."""
@@ -94,12 +135,43 @@ def scan_forward(
 
 @triton.jit
 def scan_backward(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, states_ptr, dy_ptr,
-    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr,
-    length, channels, nstate, blocks,
-    u_sb, u_sd, u_st, dl_sb, dl_sd, dl_st, A_sd, A_sn, B_sb, B_sn, B_st, C_sb, C_sn, C_st,
-    dy_sb, dy_sd, dy_st,
-    DTYPE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, REVERSE: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    states_ptr,
+    dy_ptr,
+    du_ptr,
+    ddelta_ptr,
+    dA_ptr,
+    dB_ptr,
+    dC_ptr,
+    length,
+    channels,
+    nstate,
+    blocks,
+    u_sb,
+    u_sd,
+    u_st,
+    dl_sb,
+    dl_sd,
+    dl_st,
+    A_sd,
+    A_sn,
+    B_sb,
+    B_sn,
+    B_st,
+    C_sb,
+    C_sn,
+    C_st,
+    dy_sb,
+    dy_sd,
+    dy_st,
+    DTYPE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    REVERSE: tl.constexpr,
 ):
     """Gradients: du, ddelta (batch, L, D); dA (batch, D, N); dB, dC per channel block (batch, blocks, L, N)."""
     b = tl.program_id(0).to(tl.int64)
@@ -126,7 +198,9 @@ def scan_backward(
     dy = tl.load(dy_row + t * dy_st, mask=d_ok, other=0.0).to(DTYPE)
     h = tl.load(states_row + t * state_stride, mask=dn_ok, other=0.0)
     t_before = _token(last - 1, length, REVERSE)
-    h_before = tl.load(states_row + t_before * state_stride, mask=_in_range(dn_ok, last - 1, length), other=0.0)
+    h_before = tl.load(
+        states_row + t_before * state_stride, mask=_in_range(dn_ok, last - 1, length), other=0.0
+    )
     g = tl.zeros((BLOCK_D, BLOCK_N), DTYPE)
     dA = tl.zeros((BLOCK_D, BLOCK_N), DTYPE)
     for i in range(length):
@@ -137,7 +211,9 @@ def scan_backward(
             u_row, dl_row, B_row, C_row, u_st, dl_st, B_st, C_st, d_ok, n_ok, step - 1, length, DTYPE, REVERSE
         )
         t_next = _token(step - 1, length, REVERSE)
-        dy_next = tl.load(dy_row + t_next * dy_st, mask=_in_range(d_ok, step - 1, length), other=0.0).to(DTYPE)
+        dy_next = tl.load(dy_row + t_next * dy_st, mask=_in_range(d_ok, step - 1, length), other=0.0).to(
+            DTYPE
+        )
         t_far = _token(step - 2, length, REVERSE)
         h_far = tl.load(states_row + t_far * state_stride, mask=_in_range(dn_ok, step - 2, length), other=0.0)
 

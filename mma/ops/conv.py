@@ -41,8 +41,13 @@ def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool) -> Tens
     if reverse:
         weight = weight.flip(1)
     image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # no copy for channels-last views
-    y = F.conv2d(image, weight[:, None, None, :].to(x.dtype), bias.to(x.dtype) if bias is not None else None,
-                 padding=(0, width - 1), groups=channels)
+    y = F.conv2d(
+        image,
+        weight[:, None, None, :].to(x.dtype),
+        bias.to(x.dtype) if bias is not None else None,
+        padding=(0, width - 1),
+        groups=channels,
+    )
     return (y[..., width - 1 :] if reverse else y[..., :length]).squeeze(2)
 
 
@@ -61,7 +66,9 @@ class _CausalConv1d(torch.autograd.Function):
         grad = grad.to(x.dtype)
         # y = conv(x) in one direction, so dL/dx is the same weight run in the other direction.
         grad_x = _conv(grad, weight, None, not ctx.reverse) if need_x else None
-        grad_weight = _weight_grad(x, grad, weight.shape[1], ctx.reverse).to(weight.dtype) if need_weight else None
+        grad_weight = (
+            _weight_grad(x, grad, weight.shape[1], ctx.reverse).to(weight.dtype) if need_weight else None
+        )
         grad_bias = grad.sum((0, 2), dtype=torch.float32).to(ctx.bias_dtype) if need_bias else None
         return grad_x, grad_weight, grad_bias, None
 

@@ -18,9 +18,13 @@ from torch import Tensor
 def _load() -> tuple[Callable | None, Callable | None, str | None]:
     """(selective_scan_fn, causal_conv1d_fn or None, reason the backend cannot run or None)."""
     if not torch.cuda.is_available():
-        return None, None, (
-            "no CUDA device is available to PyTorch (it needs an NVIDIA GPU, a CUDA build of torch and "
-            "`pip install mma-sr[cuda]`)"
+        return (
+            None,
+            None,
+            (
+                "no CUDA device is available to PyTorch (it needs an NVIDIA GPU, a CUDA build of torch and "
+                "`pip install mma-sr[cuda]`)"
+            ),
         )
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

@@ -25,8 +25,13 @@ DEVICE_TYPES = {"cpu": "cpu", "cuda": "cuda", "triton": "cuda"}  # the device ea
 
 def available_backends() -> dict[str, str | None]:
     """Backend name -> None when it can run on this machine, else the reason it cannot."""
-    return {"cpu": scan_cpu.unavailable_reason(), "torch": None, "cuda": cuda.unavailable_reason(),
-            "triton": scan_triton.unavailable_reason(), "export": None}
+    return {
+        "cpu": scan_cpu.unavailable_reason(),
+        "torch": None,
+        "cuda": cuda.unavailable_reason(),
+        "triton": scan_triton.unavailable_reason(),
+        "export": None,
+    }
 
 
 def resolve_backend(name: str | None, device: torch.device | str) -> str:
@@ -42,7 +47,9 @@ def resolve_backend(name: str | None, device: torch.device | str) -> str:
     if name is None or name == "auto":
         return _automatic(device)
     if name not in BACKENDS:
-        raise ConfigError(f"unknown scan backend {name!r} ({source}); choose one of {', '.join(BACKENDS)} or auto")
+        raise ConfigError(
+            f"unknown scan backend {name!r} ({source}); choose one of {', '.join(BACKENDS)} or auto"
+        )
     reason = available_backends()[name]
     if reason is None and name in DEVICE_TYPES and device.type != DEVICE_TYPES[name]:
         reason = f"it runs on {DEVICE_TYPES[name].upper()} tensors only, these are on {device}"

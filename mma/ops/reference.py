@@ -33,8 +33,15 @@ def selective_scan(
     if reverse:
         flip = _flip_last
         out = selective_scan(
-            flip(u), flip(delta), A, flip(B), flip(C), D, flip(z) if z is not None else None,
-            delta_bias, delta_softplus,
+            flip(u),
+            flip(delta),
+            A,
+            flip(B),
+            flip(C),
+            D,
+            flip(z) if z is not None else None,
+            delta_bias,
+            delta_softplus,
         )
         return flip(out)
     dtype = u.dtype

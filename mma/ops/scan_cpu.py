@@ -53,16 +53,27 @@ class _Inputs:
     """The scan's inputs in one compute dtype, as the flat buffers + strides the kernels take."""
 
     def __init__(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool) -> None:
-        dtype = torch.float64 if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype) else torch.float32
+        dtype = (
+            torch.float64
+            if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype)
+            else torch.float32
+        )
         self.dtype = dtype
         self.shape = (u.shape[0], u.shape[1], u.shape[2], A.shape[1])  # batch, Dch, L, N
         self.has_gate = z is not None
         zeros = u.new_zeros(u.shape[1], dtype=dtype)
         self.args = (
-            *_flat(u.to(dtype)), *_flat(delta.to(dtype)),
+            *_flat(u.to(dtype)),
+            *_flat(delta.to(dtype)),
             *(_flat(z.to(dtype)) if z is not None else (zeros.numpy(), (0, 0, 0))),
-            *_flat(B.to(dtype)), *_flat(C.to(dtype)), A.detach().to(dtype).t().contiguous().numpy(),
-            _vector(D, dtype, zeros), _vector(delta_bias, dtype, zeros), z is not None, delta_softplus, reverse,
+            *_flat(B.to(dtype)),
+            *_flat(C.to(dtype)),
+            A.detach().to(dtype).t().contiguous().numpy(),
+            _vector(D, dtype, zeros),
+            _vector(delta_bias, dtype, zeros),
+            z is not None,
+            delta_softplus,
+            reverse,
         )
 
 
@@ -81,8 +92,9 @@ class _SelectiveScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
         ctx.flags = (delta_softplus, reverse)
-        out, ctx.states = _forward(_Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse),
-                                   keep_states=True)
+        out, ctx.states = _forward(
+            _Inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse), keep_states=True
+        )
         return out.to(u.dtype)
 
     @staticmethod
@@ -116,13 +128,32 @@ def _backward(x: _Inputs, states: Tensor, grad: Tensor) -> tuple[Tensor, ...]:
     dB_parts, dC_parts = (torch.empty(parts, batch, length, nstate, dtype=x.dtype) for _ in range(2))
     dA_parts = torch.empty(batch, nstate, dch, dtype=x.dtype)
     dD_parts, dbias_parts = (torch.empty(batch, dch, dtype=x.dtype) for _ in range(2))
-    _run(k.scan_backward, batch * parts, (
-        *x.args, states.numpy(), *_flat(grad.to(x.dtype)), du.numpy(), ddelta.numpy(), dz.numpy(),
-        dB_parts.numpy(), dC_parts.numpy(), dA_parts.numpy(), dD_parts.numpy(), dbias_parts.numpy(),
-    ))
+    _run(
+        k.scan_backward,
+        batch * parts,
+        (
+            *x.args,
+            states.numpy(),
+            *_flat(grad.to(x.dtype)),
+            du.numpy(),
+            ddelta.numpy(),
+            dz.numpy(),
+            dB_parts.numpy(),
+            dC_parts.numpy(),
+            dA_parts.numpy(),
+            dD_parts.numpy(),
+            dbias_parts.numpy(),
+        ),
+    )
     return (
-        du.transpose(1, 2), ddelta.transpose(1, 2), dA_parts.sum(0).t(), dB_parts.sum(0).transpose(1, 2),
-        dC_parts.sum(0).transpose(1, 2), dD_parts.sum(0), dz.transpose(1, 2), dbias_parts.sum(0),
+        du.transpose(1, 2),
+        ddelta.transpose(1, 2),
+        dA_parts.sum(0).t(),
+        dB_parts.sum(0).transpose(1, 2),
+        dC_parts.sum(0).transpose(1, 2),
+        dD_parts.sum(0),
+        dz.transpose(1, 2),
+        dbias_parts.sum(0),
     )
 
 

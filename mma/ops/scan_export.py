@@ -80,7 +80,9 @@ def _scan_within_chunks(decay: Tensor, drive: Tensor, reverse: bool) -> tuple[Te
     dim, offset = 3, 1
     while offset < CHUNK:
         keep = CHUNK - offset
-        near, far = (0, offset) if reverse else (offset, 0)  # token t absorbs the segment ending at t -+ offset
+        near, far = (
+            (0, offset) if reverse else (offset, 0)
+        )  # token t absorbs the segment ending at t -+ offset
         near_decay, near_drive = decay.narrow(dim, near, keep), drive.narrow(dim, near, keep)
         far_decay, far_drive = decay.narrow(dim, far, keep), drive.narrow(dim, far, keep)
         new_decay, new_drive = near_decay * far_decay, torch.addcmul(near_drive, near_decay, far_drive)
@@ -136,6 +138,10 @@ def causal_conv1d(
     if reverse:  # the anti-causal conv: pad on the right, taps mirrored
         weight = weight.flip(1)
     padded = F.pad(x, (0, width - 1) if reverse else (width - 1, 0))
-    y = F.conv1d(padded, weight[:, None, :].to(x.dtype), bias.to(x.dtype) if bias is not None else None,
-                 groups=weight.shape[0])
+    y = F.conv1d(
+        padded,
+        weight[:, None, :].to(x.dtype),
+        bias.to(x.dtype) if bias is not None else None,
+        groups=weight.shape[0],
+    )
     return F.silu(y) if activation == "silu" else y

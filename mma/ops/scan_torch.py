@@ -61,7 +61,9 @@ def selective_scan(
     return skip_and_gate(y, u, D, z).to(out_dtype)
 
 
-def effective_delta(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, dtype: torch.dtype) -> Tensor:
+def effective_delta(
+    delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, dtype: torch.dtype
+) -> Tensor:
     """softplus(delta + delta_bias) in `dtype`, each part only when asked for (shared with `triton`)."""
     delta = delta.to(dtype)
     if delta_bias is not None:

@@ -69,7 +69,9 @@ def selective_scan(
         method = choose_method(*u.shape)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    compute = torch.float64 if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype) else torch.float32
+    compute = (
+        torch.float64 if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype) else torch.float32
+    )
     delta = effective_delta(delta, delta_bias, delta_softplus, compute)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
         y = _SelectiveScan.apply(u, delta, A, B, C, reverse, method)
@@ -81,7 +83,7 @@ def selective_scan(
 
 
 def choose_method(batch: int, channels: int, length: int) -> str:
-    """"chunked" where the sequential kernel would leave the GPU idle: L >= CHUNKED_MIN_LENGTH and fewer
+    """ "chunked" where the sequential kernel would leave the GPU idle: L >= CHUNKED_MIN_LENGTH and fewer
     than SEQUENTIAL_MIN_PROGRAMS sequential programs (batch x ceil(D / BLOCK_D)); else "sequential"."""
     programs = batch * -(-channels // BLOCK_D)
     return "chunked" if length >= CHUNKED_MIN_LENGTH and programs < SEQUENTIAL_MIN_PROGRAMS else "sequential"
@@ -122,13 +124,18 @@ def _launch_shape(delta: Tensor, A: Tensor) -> tuple[tuple[int, int], dict]:
 
     batch, channels, _ = delta.shape
     dtype = tl.float64 if delta.dtype == torch.float64 else tl.float32
-    constants = {"DTYPE": dtype, "BLOCK_D": BLOCK_D, "BLOCK_N": triton.next_power_of_2(A.shape[1]),
-                 "num_warps": NUM_WARPS}
+    constants = {
+        "DTYPE": dtype,
+        "BLOCK_D": BLOCK_D,
+        "BLOCK_N": triton.next_power_of_2(A.shape[1]),
+        "num_warps": NUM_WARPS,
+    }
     return (batch, triton.cdiv(channels, BLOCK_D)), constants
 
 
-def _forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, reverse: bool,
-             keep_states: bool) -> tuple[Tensor, Tensor]:
+def _forward(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, reverse: bool, keep_states: bool
+) -> tuple[Tensor, Tensor]:
     """Scan output (batch, D, L) in channels-last memory, and every state (or an empty tensor)."""
     from mma.ops import _triton_kernels as k
 
@@ -140,15 +147,32 @@ def _forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, reverse:
     if y.numel():
         grid, constants = _launch_shape(delta, A)
         k.scan_forward[grid](  # without states the kernel never writes them: y stands in for the pointer
-            u, delta, A, B, C, y, states if keep_states else y, length, channels, nstate,
-            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *y.stride(),
-            REVERSE=reverse, KEEP_STATES=keep_states, **constants,
+            u,
+            delta,
+            A,
+            B,
+            C,
+            y,
+            states if keep_states else y,
+            length,
+            channels,
+            nstate,
+            *u.stride(),
+            *delta.stride(),
+            *A.stride(),
+            *B.stride(),
+            *C.stride(),
+            *y.stride(),
+            REVERSE=reverse,
+            KEEP_STATES=keep_states,
+            **constants,
         )
     return y, states
 
 
-def _backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, states: Tensor, dy: Tensor,
-              reverse: bool) -> tuple[Tensor, ...]:
+def _backward(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, states: Tensor, dy: Tensor, reverse: bool
+) -> tuple[Tensor, ...]:
     """Gradients of (u, delta, A, B, C), the kernel's per-block and per-item partial sums added up."""
     from mma.ops import _triton_kernels as k
 
@@ -162,12 +186,38 @@ def _backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, states:
     dB, dC = (u.new_empty(batch, blocks, length, nstate, dtype=dtype) for _ in range(2))
     if u.numel():
         k.scan_backward[grid](
-            u, delta, A, B, C, states, dy, du, ddelta, dA, dB, dC, length, channels, nstate, blocks,
-            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *dy.stride(),
-            REVERSE=reverse, **constants,
+            u,
+            delta,
+            A,
+            B,
+            C,
+            states,
+            dy,
+            du,
+            ddelta,
+            dA,
+            dB,
+            dC,
+            length,
+            channels,
+            nstate,
+            blocks,
+            *u.stride(),
+            *delta.stride(),
+            *A.stride(),
+            *B.stride(),
+            *C.stride(),
+            *dy.stride(),
+            REVERSE=reverse,
+            **constants,
         )
     else:
         for t in (dA, dB, dC):
             t.zero_()
-    return (du.transpose(1, 2), ddelta.transpose(1, 2), dA.sum(0), dB.sum(1).transpose(1, 2),
-            dC.sum(1).transpose(1, 2))
+    return (
+        du.transpose(1, 2),
+        ddelta.transpose(1, 2),
+        dA.sum(0),
+        dB.sum(1).transpose(1, 2),
+        dC.sum(1).transpose(1, 2),
+    )

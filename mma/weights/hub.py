@@ -72,7 +72,7 @@ def download(
     try:
         local = Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force))
     except LocalEntryNotFoundError:
-        reason = ("HF_HUB_OFFLINE is set" if hub_constants.HF_HUB_OFFLINE else "the Hub cannot be reached")
+        reason = "HF_HUB_OFFLINE is set" if hub_constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
         raise WeightsNotFoundError(
             f"{where} is not in the local Hugging Face cache and {reason}; "
             "run `mma download` once while online, or pass a local weights file"
@@ -107,8 +107,9 @@ def is_cached(repo_id: str, filename: str, revision: str | None = None) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
 
 
-def download_optional(repo_id: str, filename: str, *, revision: str | None = None,
-                      force: bool = False) -> Path | None:
+def download_optional(
+    repo_id: str, filename: str, *, revision: str | None = None, force: bool = False
+) -> Path | None:
     """`download`, or None when the repository has no such file (also offline, once the Hub has said so:
     huggingface_hub caches that answer)."""
     if not force and try_to_load_from_cache(repo_id, filename, revision=revision) is _CACHED_NO_EXIST:
@@ -186,8 +187,10 @@ def card_with_sha256(card: str | None, sha256: str, title: str) -> str:
     the folder has none, so a repository always says which weights file it describes."""
     line = _CARD_SHA256.format(sha256)
     if card is None:
-        card = (f"---\nlibrary_name: mma-sr\ntags: [super-resolution, mamba, image-upscaling]\n---\n\n# {title}\n\n"
-                "MMA super-resolution weights (Vision Mamba with channel attention) for the mma-sr library.\n")
+        card = (
+            f"---\nlibrary_name: mma-sr\ntags: [super-resolution, mamba, image-upscaling]\n---\n\n# {title}\n\n"
+            "MMA super-resolution weights (Vision Mamba with channel attention) for the mma-sr library.\n"
+        )
     if _CARD_SHA256_LINE.search(card):
         return _CARD_SHA256_LINE.sub(line, card)
     return f"{card.rstrip()}\n\n## Checksum\n\n{line}\n"
@@ -219,8 +222,10 @@ def push_folder(
 
     token = token or get_token()
     if not token:
-        raise ConfigError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN to a token that "
-                          "may write to " + repo_id)
+        raise ConfigError(
+            "no Hugging Face token: log in with `hf auth login` or set HF_TOKEN to a token that "
+            "may write to " + repo_id
+        )
     api = HfApi(token=token)
     operations = [
         CommitOperationAdd(WEIGHTS_NAME, weights),
@@ -231,8 +236,12 @@ def push_folder(
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.create_commit(repo_id, operations, revision=revision,
-                                 commit_message=message or f"Upload {title} ({WEIGHTS_NAME} sha256 {sha256[:12]})")
+        info = api.create_commit(
+            repo_id,
+            operations,
+            revision=revision,
+            commit_message=message or f"Upload {title} ({WEIGHTS_NAME} sha256 {sha256[:12]})",
+        )
     except Exception as exc:  # huggingface_hub's and its HTTP client's errors, translated below
         translated = _push_error(exc, repo_id, folder)
         if translated is exc:
@@ -259,8 +268,10 @@ def _checked_folder(folder: Path) -> tuple[Path, str, str | None, str]:
     weights, config_file, card_file = folder / WEIGHTS_NAME, folder / CONFIG_NAME, folder / CARD_NAME
     for needed in (weights, config_file):
         if not needed.is_file():
-            raise CheckpointError(f"{folder}: no {needed.name} (a Hub-layout folder holds {WEIGHTS_NAME} and "
-                                  f"{CONFIG_NAME}; `mma.weights.save_pretrained` writes both)")
+            raise CheckpointError(
+                f"{folder}: no {needed.name} (a Hub-layout folder holds {WEIGHTS_NAME} and "
+                f"{CONFIG_NAME}; `mma.weights.save_pretrained` writes both)"
+            )
     config = read_config(config_file)
     model_from_file(weights, config=config)  # refuses weights that do not fit config.json, before any upload
     try:
@@ -274,8 +285,10 @@ def _push_error(exc: Exception, repo_id: str, folder: Path) -> Exception:
     """One line for what went wrong on the way to the Hub; anything unexpected stays as it is (a bug)."""
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status == 401:
-        return ConfigError(f"{repo_id}: the Hub refused the token (401 Unauthorized); log in again with "
-                           "`hf auth login` or set HF_TOKEN")
+        return ConfigError(
+            f"{repo_id}: the Hub refused the token (401 Unauthorized); log in again with "
+            "`hf auth login` or set HF_TOKEN"
+        )
     if status == 403:
         return OutputError(f"{repo_id}: this token may not write to this repository (403 Forbidden)")
     if isinstance(exc, RepositoryNotFoundError):
@@ -283,7 +296,9 @@ def _push_error(exc: Exception, repo_id: str, folder: Path) -> Exception:
     if isinstance(exc, HfHubHTTPError):
         return OutputError(f"{repo_id}: the Hub refused the upload ({_first_line(exc)})")
     if isinstance(exc, _connection_errors()):
-        return OutputError(f"{repo_id}: the Hub at {hub_constants.ENDPOINT} cannot be reached ({_first_line(exc)})")
+        return OutputError(
+            f"{repo_id}: the Hub at {hub_constants.ENDPOINT} cannot be reached ({_first_line(exc)})"
+        )
     if isinstance(exc, ValueError) and "README.md" in str(exc):
         return CheckpointError(f"{folder / CARD_NAME}: the Hub refused the card ({_first_line(exc)})")
     return exc

@@ -103,7 +103,11 @@ class LoadedModel:
         device = torch.device(device)
         dtype = dtype or self.dtype
         here = self.device
-        if (here.type, here.index, self.dtype) == (device.type, device.index, dtype) and not self.network.training:
+        if (here.type, here.index, self.dtype) == (
+            device.type,
+            device.index,
+            dtype,
+        ) and not self.network.training:
             return self
         moved = copy.deepcopy(self.network).to(device=device, dtype=dtype).eval()
         return LoadedModel(moved, self.source, self.scale)
@@ -113,12 +117,18 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         config = self.config
-        what = f"{config.variant} x{config.scale}" if config else f"{type(self.network).__name__} x{self.scale}"
+        what = (
+            f"{config.variant} x{config.scale}" if config else f"{type(self.network).__name__} x{self.scale}"
+        )
         return f"LoadedModel({what}, {self.source}, {self.device}, {self.dtype})"
 
 
-def load(source: str | os.PathLike[str] | nn.Module | LoadedModel, scale: int | None = None, *,
-         force_download: bool = False) -> LoadedModel:
+def load(
+    source: str | os.PathLike[str] | nn.Module | LoadedModel,
+    scale: int | None = None,
+    *,
+    force_download: bool = False,
+) -> LoadedModel:
     """A LoadedModel on the CPU in float32 from any source.
 
     Sources: a LoadedModel or nn.Module (wrapped as they are); a weights file (.safetensors, the authors'
@@ -140,8 +150,10 @@ def load(source: str | os.PathLike[str] | nn.Module | LoadedModel, scale: int | 
 def check_scale_matches(loaded: LoadedModel, scale: int | None) -> None:
     """ConfigError when the caller asked for another scale than the model has."""
     if scale is not None and int(scale) != loaded.scale:
-        raise ConfigError(f"{loaded.source.location} upscales x{loaded.scale}, not x{scale}: ask for scale "
-                          f"{loaded.scale} or another model")
+        raise ConfigError(
+            f"{loaded.source.location} upscales x{loaded.scale}, not x{scale}: ask for scale "
+            f"{loaded.scale} or another model"
+        )
 
 
 @dataclass(frozen=True)
@@ -164,8 +176,9 @@ def locate(name: str | os.PathLike[str], scale: int | None = None, *, force: boo
         return Located(path, None, WeightsSource("file", str(path), sha256=hub.sha256_of(path)))
     if path.is_dir() and (path / hub.WEIGHTS_NAME).is_file():
         weights = path / hub.WEIGHTS_NAME
-        return Located(weights, path / hub.CONFIG_NAME, WeightsSource("folder", str(path),
-                                                                       sha256=hub.sha256_of(weights)))
+        return Located(
+            weights, path / hub.CONFIG_NAME, WeightsSource("folder", str(path), sha256=hub.sha256_of(weights))
+        )
     if path.is_dir() and not is_registry_name(text):  # a stray folder named like a model does not hide it
         raise CheckpointError(f"{path}: a directory without {hub.WEIGHTS_NAME}")
     if is_registry_name(text):
@@ -180,8 +193,9 @@ def locate(name: str | os.PathLike[str], scale: int | None = None, *, force: boo
         repo_id, revision = parsed
         weights = hub.download(repo_id, hub.WEIGHTS_NAME, revision=revision, force=force)
         source = WeightsSource("hub", repo_id, None, revision, hub.sha256_of(weights))
-        return Located(weights, hub.download_optional(repo_id, hub.CONFIG_NAME, revision=revision, force=force),
-                       source)
+        return Located(
+            weights, hub.download_optional(repo_id, hub.CONFIG_NAME, revision=revision, force=force), source
+        )
     if "/" in text or os.sep in text or path.suffix.lower() in FILE_SUFFIXES:
         raise WeightsNotFoundError(f"{text}: no such weights file")
     lookup_name(text, scale)  # not a registry name: raises the registry's "unknown model" error

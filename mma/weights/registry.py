@@ -106,8 +106,10 @@ def lookup(variant: str, scale: int, tag: str | None = None) -> WeightsEntry:
     try:
         key = check_variant(variant)
     except ConfigError:
-        raise ConfigError(f"unknown model {variant!r}: choose one of {', '.join(VARIANTS)}, a weights file "
-                          "or a Hub repository id (owner/name)") from None
+        raise ConfigError(
+            f"unknown model {variant!r}: choose one of {', '.join(VARIANTS)}, a weights file "
+            "or a Hub repository id (owner/name)"
+        ) from None
     scale = check_scale(scale)
     if tag is None:
         return REGISTRY[(key, scale)]
@@ -122,12 +124,15 @@ def lookup_name(text: str, scale: int | None = None) -> WeightsEntry:
     """The entry a registry name means; a scale inside the name must agree with `scale` (default 4)."""
     parsed = parse_name(text)
     if parsed is None:
-        raise ConfigError(f"unknown model {text!r}: choose one of {', '.join(VARIANTS)} (e.g. mma-t-x4 or "
-                          f"mma-t-x4.{BUNDLED_TAG}), a weights file or a Hub repository id (owner/name)")
+        raise ConfigError(
+            f"unknown model {text!r}: choose one of {', '.join(VARIANTS)} (e.g. mma-t-x4 or "
+            f"mma-t-x4.{BUNDLED_TAG}), a weights file or a Hub repository id (owner/name)"
+        )
     variant, named_scale, tag = parsed
     if named_scale is not None and scale is not None and int(scale) != named_scale:
-        raise ConfigError(f"{text} upscales x{named_scale}, not x{scale}: ask for scale {named_scale} "
-                          "or another model")
+        raise ConfigError(
+            f"{text} upscales x{named_scale}, not x{scale}: ask for scale {named_scale} or another model"
+        )
     return lookup(variant, named_scale or scale or 4, tag)
 
 
@@ -153,8 +158,9 @@ def fetch_entry(entry: WeightsEntry, *, force: bool = False) -> Path:
         return bundled
     if entry.hub is not None:
         source = entry.hub
-        return hub.download(source.repo_id, source.filename, revision=source.revision, sha256=source.sha256,
-                            force=force)
+        return hub.download(
+            source.repo_id, source.filename, revision=source.revision, sha256=source.sha256, force=force
+        )
     raise WeightsNotFoundError(
         f"no weights for {entry.variant} x{entry.scale}: none ship with this package and none are published "
         f"on the Hub; convert the authors' checkpoint with `mma convert AUTHORS.pth {entry.name}.safetensors` "
@@ -203,7 +209,16 @@ def catalogue() -> list[ModelInfo]:
     for entry in sorted(TAGGED.values(), key=lambda e: (e.variant, e.scale, e.tag)):
         with torch.device("meta"):
             count = sum(p.numel() for p in MMA(MMAConfig.named(entry.variant, entry.scale)).parameters())
-        rows.append(ModelInfo(entry.full_name, entry.variant, entry.scale, entry.tag, count,
-                              is_available_offline(entry), source_of(entry), entry.bundled_scores()))
+        rows.append(
+            ModelInfo(
+                entry.full_name,
+                entry.variant,
+                entry.scale,
+                entry.tag,
+                count,
+                is_available_offline(entry),
+                source_of(entry),
+                entry.bundled_scores(),
+            )
+        )
     return rows
-
