@@ -22,6 +22,7 @@ from torch import nn
 
 from mma.errors import ConfigError
 from mma.fileio import atomic_write
+from mma.weights.loaded import LoadedModel
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "upscaled"
@@ -33,7 +34,7 @@ INSTALL_HINT = 'pip install "mma-sr[onnx]"'
 
 
 def export_onnx(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     path: str | os.PathLike[str],
     tile: int,
     *,
@@ -92,7 +93,10 @@ def export_onnx(
 
 
 def check_onnx(
-    model: nn.Module, path: str | os.PathLike[str], image: torch.Tensor, threads: int | None = None
+    model: nn.Module | LoadedModel,
+    path: str | os.PathLike[str],
+    image: torch.Tensor,
+    threads: int | None = None,
 ) -> float:
     """Largest absolute difference between ONNX Runtime (CPU) running `path` and `model` on `image`."""
     session = onnx_session(path, threads)
@@ -127,9 +131,10 @@ def require(*packages: str) -> None:
         raise ConfigError(f"ONNX export/runtime needs {', '.join(missing)}: {INSTALL_HINT}")
 
 
-def _exportable(model: nn.Module) -> nn.Module:
-    """A float32 CPU eval copy of `model` whose Mamba layers use the `export` scan backend."""
-    net = copy.deepcopy(model).to("cpu", torch.float32).eval()
+def _exportable(model: nn.Module | LoadedModel) -> nn.Module:
+    """A float32 CPU eval copy of `model` (a network, or a LoadedModel's) whose Mamba layers use the `export`
+    scan backend."""
+    net = copy.deepcopy(getattr(model, "network", model)).to("cpu", torch.float32).eval()
     if hasattr(net, "set_scan_backend"):
         net.set_scan_backend("export")
     return net
