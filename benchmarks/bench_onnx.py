@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=32, help="size the graph is traced at when exporting")
     args = parser.parse_args()
 
-    net = load_model(args.model, args.scale, device="cpu", dtype="fp32")
+    net = load_model(args.model, args.scale, device="cpu", dtype="fp32").network
     with tempfile.TemporaryDirectory() as folder:
         path = args.onnx
         if path is None:
