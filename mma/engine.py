@@ -35,7 +35,7 @@ class Engine:
     """One model placed on one device in one precision, with a tiling and threading policy.
 
     `tile`: "auto" (from free memory), None/0 (whole image) or a size in input pixels. `batch`: tiles per
-    forward, "auto" (as many as fit on a GPU, one on a CPU) or a number. `threads`: CPU threads while the
+    forward, "auto" (as many as fit in free memory, at most 16) or a number. `threads`: CPU threads while the
     engine runs (None: one per idle CPU, see `mma.runtime.default_threads`). `alpha`: "resize" upscales
     transparency with a bicubic resize, "model" runs it through the network as a grey image. A
     half-precision result with NaN/Inf is recomputed in float32 (one warning) and float32 kept after.

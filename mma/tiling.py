@@ -196,7 +196,7 @@ def upscale_tiled(
     bytes_per_pixel: int = 16384,
 ) -> np.ndarray:
     """`run_tiles` with automatic sizes: `tile="auto"` from free memory on `device`, `batch="auto"` as many
-    tiles per call as fit beside it on a GPU (one on a CPU, where more do not run faster: see
+    tiles per call as a share of free memory holds (on a quiet CPU too, stacked tiles run faster: see
     docs/benchmarks.md, "Batched tiles"). After an out-of-memory error the batch is halved first, then an
     automatic tile. `bytes_per_pixel` is the caller's estimate of the memory `fn` needs per input pixel.
     """
@@ -207,7 +207,7 @@ def upscale_tiled(
     free = available_memory(device)
     longest = max(image.shape[1:])
     size = min(auto_tile(free, bytes_per_pixel), longest) if tile == "auto" else (tile or None)
-    count = batch if batch != "auto" else auto_batch(free, bytes_per_pixel, size or longest, device)
+    count = batch if batch != "auto" else auto_batch(free, bytes_per_pixel, size or longest)
     while True:
         try:
             return run_tiles(
@@ -225,10 +225,8 @@ def upscale_tiled(
             torch.cuda.empty_cache()
 
 
-def auto_batch(memory_bytes: int, bytes_per_pixel: int, tile: int, device: torch.device | str | None) -> int:
-    """Tiles per forward: as many as a share of free GPU memory holds (at most MAX_AUTO_BATCH); 1 elsewhere."""
-    if device is None or torch.device(device).type != "cuda":
-        return 1
+def auto_batch(memory_bytes: int, bytes_per_pixel: int, tile: int) -> int:
+    """Tiles per forward: as many as a share of free memory holds, at most MAX_AUTO_BATCH."""
     fits = int(max(memory_bytes, 0) * MEMORY_SHARE // max(bytes_per_pixel * tile * tile, 1))
     return max(1, min(MAX_AUTO_BATCH, fits))
 

@@ -92,7 +92,8 @@ def upscale(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
     alpha: Annotated[str, typer.Option(help="Transparency: 'resize' (bicubic) or 'model'.")] = "resize",
     batch: Annotated[
-        str, typer.Option(help="Tiles per forward: 'auto' (as many as fit on a GPU, 1 on a CPU) or a number.")
+        str,
+        typer.Option(help="Tiles per forward: 'auto' (as many as fit in memory, at most 16) or a number."),
     ] = "auto",
     threads: Annotated[str | None, typer.Option(help="CPU threads. Default: one per idle CPU.")] = None,
 ) -> None:
