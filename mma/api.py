@@ -130,13 +130,15 @@ def upscale(
     transparency with a bicubic resize, `"model"` runs it through the network as a grey image. `progress`
     is a callback `(done_tiles, total_tiles)` or True for a tqdm bar.
     """
+    target = resolve_device(device)
+    chosen = resolve_dtype(dtype, target)  # once: a refused half precision warns once
     if isinstance(model, (str, os.PathLike)):
-        model = load_model(model, scale, device=device, dtype=dtype)
+        model = load_model(model, scale, device=target, dtype=chosen)
     engine = Engine(
         model,
         scale=scale,
-        device=device,
-        dtype=dtype,
+        device=target,
+        dtype=chosen,
         threads=threads,
         tile=tile,
         overlap=overlap,

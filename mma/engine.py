@@ -9,6 +9,7 @@ batching of tiles are decided here and nowhere else. The engine knows the networ
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Literal
@@ -19,13 +20,16 @@ from torch import nn
 
 from mma.errors import CheckpointError, ConfigError
 from mma.imaging.io import ImageMeta, array_to_float
-from mma.runtime import cpu_threads, parse_threads, resolve_device, resolve_dtype
+from mma.runtime import cpu_threads, default_threads, parse_threads, resolve_device, resolve_dtype
 from mma.tiling import Progress, TileFn, upscale_tiled
 from mma.weights.loaded import LoadedModel, load
 
 DEFAULT_OVERLAP = 32
 # ITU-R BT.601 luma, as Pillow's RGB -> L, to bring a grey image back from the model's RGB output.
 LUMA = (0.299, 0.587, 0.114)
+
+# How long the thread policy's choice stands before the engine watches the machine again.
+THREADS_RECHECK_S = 30.0
 
 Tile = int | Literal["auto"] | None
 Batch = int | Literal["auto"]
@@ -62,6 +66,7 @@ class Engine:
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = load(model, scale).to(self.device, self.dtype)
         self.threads = parse_threads(threads)
+        self._policy: tuple[float, int] | None = None  # (when, threads) of the last policy choice
         self.tile, self.overlap, self.batch, self.alpha = tile, overlap, batch, alpha
 
     @property
@@ -110,10 +115,18 @@ class Engine:
     def running(self) -> Iterator[None]:
         """The engine's thread count (on a CPU) for the duration of a run."""
         if self.device.type == "cpu":
-            with cpu_threads(self.threads):
+            with cpu_threads(self.threads or self._policy_threads()):
                 yield
         else:
             yield
+
+    def _policy_threads(self) -> int:
+        """The thread policy's choice, looked up again only after THREADS_RECHECK_S: it watches the machine
+        for 50 ms, which would be a real share of the time of small images (`mma eval`, validation)."""
+        now = time.monotonic()
+        if self._policy is None or now - self._policy[0] > THREADS_RECHECK_S:
+            self._policy = (now, default_threads())
+        return self._policy[1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, h, w) in [0, 1] anywhere -> float32 (B, 3, sh, sw) on the CPU, never NaN."""

@@ -23,6 +23,10 @@ class WeightsNotFoundError(MMAError):
     """No weights are available for the requested model name and scale."""
 
 
+class RepositoryFileMissingError(WeightsNotFoundError):
+    """A Hub repository (or revision) exists but holds no such file; optional files are then skipped."""
+
+
 class ChecksumError(MMAError):
     """Downloaded weights do not match their published sha256."""
 

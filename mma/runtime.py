@@ -133,23 +133,37 @@ def usable_cpus() -> int:
 
 
 def idle_cpus(window: float = _LOAD_WINDOW_S) -> float | None:
-    """How many CPUs sat idle over the last `window` seconds (from /proc/stat), or None where unknown."""
+    """How many of the CPUs this process may run on sat idle over the last `window` seconds (per-CPU lines of
+    /proc/stat, so a container pinned to a few CPUs of a large host counts its own), or None where unknown."""
     stat = Path("/proc/stat")
     if not stat.exists():
         return None
+    try:
+        allowed: set[str] | None = {f"cpu{index}" for index in os.sched_getaffinity(0)}
+    except AttributeError:
+        allowed = None
 
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return idle, sum(fields[:8])
+    def sample() -> dict[str, tuple[int, int]]:
+        times = {}
+        for line in stat.read_text().splitlines():
+            name, *values = line.split()
+            if name.startswith("cpu") and name != "cpu" and (allowed is None or name in allowed):
+                fields = [int(value) for value in values]
+                times[name] = (
+                    fields[3] + (fields[4] if len(fields) > 4 else 0),
+                    sum(fields[:8]),
+                )  # idle+iowait
+        return times
 
-    idle0, total0 = sample()
+    before = sample()
     time.sleep(window)
-    idle1, total1 = sample()
-    if total1 <= total0:
+    after = sample()
+    spans = [
+        (after[name], before[name]) for name in after if name in before and after[name][1] > before[name][1]
+    ]
+    if not spans:
         return None
-    online = os.cpu_count() or 1
-    return online * (idle1 - idle0) / (total1 - total0)
+    return sum((idle1 - idle0) / (total1 - total0) for (idle1, total1), (idle0, total0) in spans)
 
 
 def default_threads() -> int:

@@ -116,19 +116,21 @@ def upscale(
     from mma.cli.shards import gather, on_main, processes, share, threads_for, together
 
     with processes(device) as placement:  # alone, or one of the processes torchrun started
-        engine = together(
-            lambda: Engine(
-                load_model(model, scale, device=placement.device, dtype=dtype),
+
+        def make_engine() -> Engine:
+            loaded = load_model(model, scale, device=placement.device, dtype=dtype)
+            return Engine(  # in the precision the model was placed in: a refused half precision warns once
+                loaded,
                 device=placement.device,
-                dtype=dtype,
+                dtype=loaded.dtype,
                 threads=threads_for(threads, placement),
                 tile=tile_size,
                 overlap=overlap,
                 batch=batch_size,
                 alpha=alpha,
-            ),
-            placement,
-        )
+            )
+
+        engine = together(make_engine, placement)
         label = suffix if suffix is not None else f"_x{engine.scale}"
         jobs, planned = on_main(
             lambda: _planned(inputs, output, label, format, force, skip_existing, quiet), placement

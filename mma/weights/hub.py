@@ -30,7 +30,14 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from mma.errors import CheckpointError, ChecksumError, ConfigError, OutputError, WeightsNotFoundError
+from mma.errors import (
+    CheckpointError,
+    ChecksumError,
+    ConfigError,
+    OutputError,
+    RepositoryFileMissingError,
+    WeightsNotFoundError,
+)
 from mma.fileio import atomic_write
 from mma.model import MMA, MMAConfig
 from mma.weights.checkpoint import save_safetensors
@@ -82,7 +89,7 @@ def download(
     except RevisionNotFoundError:
         raise WeightsNotFoundError(f"{where}: no such revision in the repository") from None
     except RemoteEntryNotFoundError:
-        raise WeightsNotFoundError(f"{where}: no such file in the repository") from None
+        raise RepositoryFileMissingError(f"{where}: no such file in the repository") from None
     except HFValidationError as exc:
         raise ConfigError(f"{where}: not a valid Hub repository id ({exc})") from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
@@ -116,10 +123,8 @@ def download_optional(
         return None
     try:
         return download(repo_id, filename, revision=revision, force=force)
-    except WeightsNotFoundError as exc:
-        if str(exc).endswith("no such file in the repository"):
-            return None
-        raise
+    except RepositoryFileMissingError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
