@@ -171,8 +171,7 @@ def default_threads() -> int:
     one per CPU that is idle right now.
 
     Why not all CPUs: a thread pool larger than the idle CPUs makes every parallel region wait for a
-    thread that another process has descheduled; on a 2-core machine with one core busy that made
-    MMA-T x4 on 64x64 14x slower than one thread (docs/benchmarks.md, "Threads").
+    thread that another process has descheduled (measured in docs/benchmarks.md, "Threads").
     """
     fixed = parse_threads(os.environ.get(THREADS_ENV))
     if fixed:
