@@ -10,12 +10,14 @@ measures and guarded by the clock (`--budget` seconds from the start, 550 by def
    backward, Adam, EMA; the default scan backend, `triton` on CUDA without mamba-ssm; bf16 autocast) of
    MMA-T x2 at batch 16/32/64/128 and LR patch 48/64, a few steps each, within `--sweep-budget` seconds;
 3. pick (`pick`, the rule below): a batch, a patch and a learning rate;
-4. train: each run gets an equal share of the time left. It continues as a main run with the chosen
-   batch, patch and a constant rate (`mma train --resume --out RUN --schedule constant --lr LR --batch B
-   --patch P --iters N`, N sized from the measured step to end inside its share, under `timeout
-   --foreground` as a guard: SIGTERM makes the trainer save), then a decay branch of it (`--decay-branch
-   --decay-iters K`, K 20% of the run's iterations at most and at least MIN_BRANCH, fewer only when time is
-   short), made in a staging folder so the run folder holds the main run only;
+4. train: each run gets an equal share of the time left, or with `--parallel` all runs train side by side,
+   each over all of it (one training process of this small network leaves most of an H200 idle). It
+   continues as a main run with the chosen batch, patch and a constant rate (`mma train --resume --out RUN
+   --schedule constant --lr LR --batch B --patch P`), stopped by the clock (`timeout --foreground`: SIGTERM
+   makes the trainer finish its step and save), then a decay branch of it (`--decay-branch --decay-iters
+   K`, K 20% of the run's iterations at most and at least MIN_BRANCH, fewer when the main run's own
+   measured step says the time left holds fewer), made in a staging folder so the run folder holds the
+   main run only;
 5. back to $OUT: per run `<run>.state.ckpt` (13-15 MB) and `<run>.tar` (the main run's EMA weights,
    config and logs; the branch's under `branch/`, ready for `weights/bundle.py`), plus `gpu_train.json`
    (sweep, choice, summary) and `gpu_train.log`: 2 n + 2 files, so at most three runs;
@@ -30,7 +32,7 @@ pixel, so it is measured but not chosen. Target: at least 1,500 LR patches of 64
 A patch of 64 leaves out more training images at x3 and x4 (their LR side is below 64) than 48 does: see
 docs/training.md. `--batch`/`--patch` skip the sweep once its numbers are known.
 
-    python benchmarks/gpu_train.py weights/training/mma-t-x3                 # on the GPU machine
+    python benchmarks/gpu_train.py --parallel weights/training/mma-t-x{2,3,4}   # on the GPU machine
     python benchmarks/gpu_train.py --rehearse weights/training/mma-t-x2 ...  # here: copies, tiny sizes
 """
 
@@ -46,8 +48,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
@@ -132,14 +136,16 @@ class Clock:
     def __init__(self, budget: float, log: Path) -> None:
         self.end = time.monotonic() + budget
         self.log = log.open("a", encoding="utf-8")
+        self.lock = threading.Lock()  # runs side by side report from their own threads
 
     def left(self) -> float:
         return self.end - time.monotonic()
 
     def say(self, text: str = "") -> None:
-        print(text, flush=True)
-        self.log.write(text + "\n")
-        self.log.flush()
+        with self.lock:
+            print(text, flush=True)
+            self.log.write(text + "\n")
+            self.log.flush()
 
 
 def time_one(trainer: Trainer, batch: int, patch: int, warmup: int, steps: int, limit_s: float) -> Measured:
@@ -260,12 +266,44 @@ def train_runs(
     staging: Path,
     extra: list[str],
 ) -> list[RunReport]:
-    """Each run: a main run with `choice`, then a decay branch, in equal shares of the time left; `extra`
-    options go to every `mma train`."""
+    """Each run: a main run with `choice`, then a decay branch. One after another, each in an equal share
+    of the time left; or, with `opts.parallel`, all at once, each over all of it (a training process of
+    this small network leaves most of an H200 idle, so runs side by side add up)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
     }
+    if not opts.parallel:
+        reports = []
+        for index, run in enumerate(runs):
+            share = (clock.left() - RESERVE) / (len(runs) - index)
+            reports.append(train_one(run, choice, step_s, share, clock, opts, staging, extra, env))
+        return reports
+    share = clock.left() - RESERVE
+    # side by side, a step takes longer than the sweep measured alone: at worst the GPU is split evenly
+    shared_step = step_s * len(runs)
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = [
+            pool.submit(train_one, run, choice, shared_step, share, clock, opts, staging, extra, env)
+            for run in runs
+        ]
+        return [future.result() for future in futures]
+
+
+def train_one(
+    run: Path,
+    choice: Choice,
+    step_s: float,
+    share: float,
+    clock: Clock,
+    opts: argparse.Namespace,
+    staging: Path,
+    extra: list[str],
+    env: dict[str, str],
+) -> RunReport:
+    """One run within `share` seconds: its main run, stopped by the clock (SIGTERM: the trainer saves),
+    then a decay branch sized from the main run's own measured step, made in a staging folder so the run
+    folder holds the main run only. `step_s` is the expected step, for the plan only."""
     machine = ["--device", opts.device, *extra]
     recipe = [
         "--schedule",
@@ -278,74 +316,77 @@ def train_runs(
         str(choice.patch),
     ]  # the branch too, should there be no main run before it
     overhead = opts.overhead
-    reports = []
-    for index, run in enumerate(runs):
-        share = (clock.left() - RESERVE) / (len(runs) - index)
-        share_end = time.monotonic() + share
-        report = RunReport(run.name, iteration_of(run))
-        report.psnr_start = held_out(run)
-        branch_steps = branch_length(report.start, BRANCH_SHARE * share, step_s, overhead, opts.min_branch)
-        main_time = share - (overhead + branch_steps * step_s * SLACK)
-        main_steps = min(opts.max_steps, max(0, int((main_time - overhead) / (step_s * SLACK))))
-        clock.say(
-            f"== {run.name}: {share:.0f} s from iteration {report.start}: about {main_steps} main steps, "
-            f"then a branch of about {branch_steps}"
-        )
-        report.main_end = report.start
-        if main_steps > 0:
-            status, wall = train_process(
-                ["--resume", "--out", str(run), *recipe, "--iters", str(report.start + main_steps), *machine],
-                min(main_time * 1.5, clock.left() - RESERVE),
-                staging / f"{run.name}.main.log",
-                env,
-            )
-            report.main_end = iteration_of(run)
-            report.step_s = step_seconds(run, report.start)
-            done = report.main_end - report.start
-            if report.step_s and done:
-                overhead = max(5.0, wall - done * report.step_s)
-            report.psnr_main = held_out(run, report.main_end)
-            clock.say(
-                f"   main run: exit {status}, {report.start} -> {report.main_end} in {wall:.0f} s "
-                f"({report.step_s or float('nan'):.4f} s/step; {overhead:.0f} s outside the steps)"
-            )
-        branch = staging / "branches" / run.name
-        branch_steps = min(
-            opts.max_steps,
-            branch_length(
-                report.main_end,
-                share_end - time.monotonic(),
-                report.step_s or step_s,
-                overhead,
-                opts.min_branch,
-            ),
-        )
+    share_end = time.monotonic() + share
+    report = RunReport(run.name, iteration_of(run))
+    report.psnr_start = held_out(run)
+    branch_steps = branch_length(report.start, BRANCH_SHARE * share, step_s, overhead, opts.min_branch)
+    main_time = share - (overhead + branch_steps * step_s * SLACK)
+    clock.say(
+        f"== {run.name}: {share:.0f} s from iteration {report.start}: a main run of about {main_time:.0f} s, "
+        f"then a branch of about {branch_steps} steps"
+    )
+    report.main_end = report.start
+    if main_time > overhead:
         status, wall = train_process(
             [
                 "--resume",
                 "--out",
                 str(run),
-                "--decay-branch",
-                str(branch),
-                "--decay-iters",
-                str(branch_steps),
                 *recipe,
+                "--iters",
+                str(report.start + opts.max_steps),
                 *machine,
             ],
-            max(10.0, min(share_end - time.monotonic() + 30, clock.left() - RESERVE)),
-            staging / f"{run.name}.branch.log",
+            main_time,
+            staging / f"{run.name}.main.log",
             env,
         )
-        if (branch / "state.ckpt").is_file():
-            report.branch_end = iteration_of(branch)
-            report.branch_finished = report.branch_end == report.main_end + branch_steps
-            report.psnr_branch = held_out(branch, report.branch_end) if report.branch_finished else "-"
+        report.main_end = iteration_of(run)
+        report.step_s = step_seconds(run, report.start)
+        done = report.main_end - report.start
+        if report.step_s and done:
+            overhead = max(5.0, wall - done * report.step_s)
+        report.psnr_main = held_out(run, report.main_end)
         clock.say(
-            f"   branch of {branch_steps}: exit {status}, to {report.branch_end} in {wall:.0f} s"
-            + ("" if report.branch_finished else " (NOT finished: not a release)")
+            f"   {run.name} main run: exit {status}, {report.start} -> {report.main_end} in {wall:.0f} s "
+            f"({report.step_s or float('nan'):.4f} s/step; {overhead:.0f} s outside the steps)"
         )
-        reports.append(report)
-    return reports
+    branch = staging / "branches" / run.name
+    branch_steps = min(
+        opts.max_steps,
+        branch_length(
+            report.main_end,
+            share_end - time.monotonic(),
+            report.step_s or step_s,
+            overhead,
+            opts.min_branch,
+        ),
+    )
+    status, wall = train_process(
+        [
+            "--resume",
+            "--out",
+            str(run),
+            "--decay-branch",
+            str(branch),
+            "--decay-iters",
+            str(branch_steps),
+            *recipe,
+            *machine,
+        ],
+        max(10.0, min(share_end - time.monotonic() + 30, clock.left() - RESERVE)),
+        staging / f"{run.name}.branch.log",
+        env,
+    )
+    if (branch / "state.ckpt").is_file():
+        report.branch_end = iteration_of(branch)
+        report.branch_finished = report.branch_end == report.main_end + branch_steps
+        report.psnr_branch = held_out(branch, report.branch_end) if report.branch_finished else "-"
+    clock.say(
+        f"   {run.name} branch of {branch_steps}: exit {status}, to {report.branch_end} in {wall:.0f} s"
+        + ("" if report.branch_finished else " (NOT finished: not a release)")
+    )
+    return report
 
 
 def rehearsal_data(
@@ -421,6 +462,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="skip the sweep: train at this batch (with --patch)")
     parser.add_argument("--patch", type=int, help="skip the sweep: train at this LR patch (with --batch)")
     parser.add_argument("--step", type=float, help="with --batch/--patch: seconds per step, for sizing")
+    parser.add_argument(
+        "--parallel", action="store_true", help="train the runs side by side, each over the whole time left"
+    )
     parser.add_argument("--device", default=None, help="cuda (default), or cpu with --rehearse")
     parser.add_argument(
         "--rehearse",
@@ -438,7 +482,7 @@ def main() -> None:
     opts.sweep_budget = opts.sweep_budget or (60.0 if rehearse else 120.0)
     opts.overhead = 60.0 if rehearse else 25.0  # a process's start, data, compile, validation, save
     opts.min_branch = 2 if rehearse else MIN_BRANCH
-    opts.max_steps = 3 if rehearse else 10**9
+    opts.max_steps = 3 if rehearse else 10**7
     out = Path(os.environ.get("OUT") or "gpu-train-out")
     out.mkdir(parents=True, exist_ok=True)
     clock = Clock(opts.budget, out / "gpu_train.log")

@@ -175,6 +175,25 @@ def test_method_rule_follows_its_constants(monkeypatch):
     assert scan_triton.choose_method(1, 96, 100) == "sequential"
 
 
+@pytest.mark.parametrize("forced", ["sequential", "chunked", " Chunked "])
+def test_method_from_the_environment_overrides_the_rule(monkeypatch, forced):
+    monkeypatch.setenv(scan_triton.METHOD_ENV_VAR, forced)
+    for shape in ((1, 96, 65_536), (1, 96, 100), (1024, 96, 4096)):
+        assert scan_triton.choose_method(*shape) == forced.strip().lower()
+
+
+def test_method_auto_in_the_environment_keeps_the_rule(monkeypatch):
+    monkeypatch.setenv(scan_triton.METHOD_ENV_VAR, "auto")
+    assert scan_triton.choose_method(1, 96, 65_536) == "chunked"
+    assert scan_triton.choose_method(1, 96, 100) == "sequential"
+
+
+def test_unknown_method_in_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv(scan_triton.METHOD_ENV_VAR, "parallel")
+    with pytest.raises(ValueError, match="MMA_TRITON_METHOD='parallel' is not a method"):
+        scan_triton.choose_method(1, 96, 100)
+
+
 def test_unknown_method_is_refused():
     x = _inputs(batch=1, dch=2, n=2, length=3)
     with pytest.raises(ValueError, match="unknown method 'parallel'"):

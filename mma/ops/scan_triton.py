@@ -15,6 +15,7 @@ Two kernel families, chosen per call by `choose_method`:
 
 from __future__ import annotations
 
+import os
 from functools import cache
 
 import torch
@@ -34,6 +35,7 @@ NUM_WARPS = 1
 CHUNKED_MIN_LENGTH = 512
 SEQUENTIAL_MIN_PROGRAMS = 1024
 METHODS = ("sequential", "chunked")
+METHOD_ENV_VAR = "MMA_TRITON_METHOD"  # "sequential" or "chunked" for every call; unset or "auto": the rule
 
 
 @cache
@@ -84,7 +86,16 @@ def selective_scan(
 
 def choose_method(batch: int, channels: int, length: int) -> str:
     """ "chunked" where the sequential kernel would leave the GPU idle: L >= CHUNKED_MIN_LENGTH and fewer
-    than SEQUENTIAL_MIN_PROGRAMS sequential programs (batch x ceil(D / BLOCK_D)); else "sequential"."""
+    than SEQUENTIAL_MIN_PROGRAMS sequential programs (batch x ceil(D / BLOCK_D)); else "sequential".
+    $MMA_TRITON_METHOD, when set to a method, overrides the rule (to compare kernels, or to keep one that
+    works on a GPU where the other fails)."""
+    forced = os.environ.get(METHOD_ENV_VAR, "auto").strip().lower()
+    if forced in METHODS:
+        return forced
+    if forced not in ("", "auto"):
+        raise ValueError(
+            f"{METHOD_ENV_VAR}={forced!r} is not a method; choose one of {', '.join(METHODS)} or auto"
+        )
     programs = batch * -(-channels // BLOCK_D)
     return "chunked" if length >= CHUNKED_MIN_LENGTH and programs < SEQUENTIAL_MIN_PROGRAMS else "sequential"
 
