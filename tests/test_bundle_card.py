@@ -22,11 +22,13 @@ META = {
 }
 # A run logged every 10 iterations, resumed at 20 with a longer schedule: the rate goes back up.
 LOG = [
-    {"iteration": "10", "lr": "0.0005", "iters_per_s": "0.5"},
-    {"iteration": "20", "lr": "0.00025", "iters_per_s": "0.25"},
-    {"iteration": "30", "lr": "0.0005", "iters_per_s": "0.5"},
-    {"iteration": "40", "lr": "0.0005", "iters_per_s": "0.5"},
+    {"iteration": "10", "lr": "0.0005", "iters_per_s": "0.5", "patches_per_s": "8.0"},
+    {"iteration": "20", "lr": "0.00025", "iters_per_s": "0.25", "patches_per_s": "4.0"},
+    {"iteration": "30", "lr": "0.0005", "iters_per_s": "0.5", "patches_per_s": "8.0"},
+    {"iteration": "40", "lr": "0.0005", "iters_per_s": "0.5", "patches_per_s": "8.0"},
 ]
+# The same run with its last stretch at batch 32 (0.4 it/s, 12.8 patches/s).
+MIXED_LOG = [*LOG[:3], {"iteration": "40", "lr": "0.0005", "iters_per_s": "0.4", "patches_per_s": "12.8"}]
 
 
 def _result(name: str, psnr: float) -> DatasetResult:
@@ -45,6 +47,39 @@ def test_log_gives_time_and_learning_rate_as_run(bundle) -> None:
     assert summary.startswith("0.0005 at the start, 0.0005 at the end (lowest 0.00025)")
     assert "raised again once (to at most 0.0005)" in summary
     assert "raised" not in bundle.lr_summary(LOG[:2])
+
+
+def test_log_gives_the_batch_of_each_stretch_and_the_patches_seen(bundle) -> None:
+    assert bundle.batches(LOG) == [(16, 40)]
+    assert bundle.batches(MIXED_LOG) == [(16, 30), (32, 40)]
+    assert bundle.patches_seen(MIXED_LOG) == 30 * 16 + 10 * 32
+
+
+def test_a_run_whose_batch_changed_needs_its_recipe_stated(bundle) -> None:
+    ours = [_result("Set5", 33.5), _result("Set14", 29.5)]
+    with pytest.raises(
+        ValueError, match=r"batch changed during the run \(16 to iteration 30, 32 to iteration 40\)"
+    ):
+        bundle.card(META, 3, ours, ours, MIXED_LOG, "a test machine")
+    stated = "batch 16 with LR patch 48x48 to iteration 30, then batch 32 with 64x64"
+    text = bundle.card(META, 3, ours, ours, MIXED_LOG, "a test machine", stated)
+    assert f"Adam (0.9, 0.99), {stated}, random flips" in text
+    assert bundle.stated_recipe(text) == stated
+    assert "40 iterations, 1K LR patches in all" in text
+
+
+def test_a_bundled_branch_leaves_its_logs_beside_the_main_run(bundle, tmp_path) -> None:
+    branch, main_run = tmp_path / "branch", tmp_path / "main"
+    for folder, rows in ((branch, "iteration,lr\n50,0.0\n"), (main_run, "iteration,lr\n40,0.0005\n")):
+        folder.mkdir()
+        (folder / "train_log.csv").write_text(rows)
+        (folder / "config.json").write_text("{}")
+    assert bundle.read_log(main_run) == [{"iteration": "40", "lr": "0.0005"}]
+    bundle.keep_release_logs(branch, main_run)
+    assert (main_run / "release" / "config.json").read_text() == "{}"
+    assert bundle.read_log(main_run) == [{"iteration": "50", "lr": "0.0"}]
+    bundle.keep_release_logs(main_run, main_run)  # bundling the main run itself copies nothing
+    assert not (main_run / "release" / "val_log.csv").exists()
 
 
 def test_card_names_each_set_below_the_bar(bundle) -> None:
@@ -81,6 +116,7 @@ def test_bundled_cards_are_what_the_template_renders(bundle) -> None:
         shipped = (folder / "README.md").read_text(encoding="utf-8")
         ours, bicubic = bundle.stated_scores(shipped, meta["scale"])
         hardware = bundle._table_row(shipped, bundle.HARDWARE_ROW)[0]
+        recipe = bundle.stated_recipe(shipped)
         assert json.loads((run / "config.json").read_text())["scale"] == meta["scale"]
-        rendered = bundle.card(meta, meta["scale"], ours, bicubic, bundle.read_log(run), hardware)
+        rendered = bundle.card(meta, meta["scale"], ours, bicubic, bundle.read_log(run), hardware, recipe)
         assert rendered == shipped, folder.name

@@ -50,10 +50,29 @@ MINIMUM = "FSRCNN (the bar to clear)"
 OURS_ROW, BICUBIC_ROW, HARDWARE_ROW = "**this model**", "bicubic", "hardware"
 
 
+RELEASE = "release"  # in a main run's folder: the logs of the decay branch that was bundled
+RELEASE_FILES = ("config.json", "train_log.csv", "val_log.csv")
+
+
 def read_log(run: Path) -> list[dict[str, str]]:
-    """The rows of the run's train_log.csv (one every `log_every` iterations, across every resume)."""
-    with (run / "train_log.csv").open(newline="") as handle:
+    """The rows of the run's train_log.csv (one every `log_every` iterations, across every resume); for a
+    main run whose decay branch was bundled, the branch's (kept in `release/`)."""
+    folder = run / RELEASE if (run / RELEASE / "train_log.csv").is_file() else run
+    with (folder / "train_log.csv").open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def keep_release_logs(branch: Path, main_run: Path) -> None:
+    """A bundled decay branch lives outside the repository: its logs go to `main_run/release/`, so that the
+    card can be rendered again and weights/TRAINING.md can point at them."""
+    if branch.resolve() == main_run.resolve():
+        return
+    target = main_run / RELEASE
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RELEASE_FILES:
+        if (branch / name).is_file():
+            data = (branch / name).read_bytes()
+            atomic_write(target / name, lambda tmp, data=data: tmp.write_bytes(data))
 
 
 def training_hours(rows: list[dict[str, str]]) -> float:
@@ -74,8 +93,30 @@ def lr_summary(rows: list[dict[str, str]]) -> str:
     text = f"{rates[0]:.3g} at the start, {rates[-1]:.3g} at the end (lowest {min(rates):.3g})"
     if raised:
         times = "once" if len(raised) == 1 else f"{len(raised)} times"
-        text += f"; raised again {times} (to at most {max(raised):.3g}) where a resume extended the schedule"
+        text += f"; raised again {times} (to at most {max(raised):.3g}) where a resume changed the schedule"
     return text
+
+
+def batches(rows: list[dict[str, str]]) -> list[tuple[int, int]]:
+    """(batch, last iteration) of each stretch of one batch size, read off the log (patches/s over it/s)."""
+    stretches: list[tuple[int, int]] = []
+    for row in rows:
+        batch = round(float(row["patches_per_s"]) / float(row["iters_per_s"]))
+        if stretches and stretches[-1][0] == batch:
+            stretches[-1] = (batch, int(row["iteration"]))
+        else:
+            stretches.append((batch, int(row["iteration"])))
+    return stretches
+
+
+def patches_seen(rows: list[dict[str, str]]) -> int:
+    """Training patches over the whole run: each row's steps times its batch."""
+    total, previous = 0, 0
+    for row in rows:
+        iteration = int(row["iteration"])
+        total += (iteration - previous) * round(float(row["patches_per_s"]) / float(row["iters_per_s"]))
+        previous = iteration
+    return total
 
 
 def measure(model: torch.nn.Module | None, scale: int) -> list[DatasetResult]:
@@ -108,6 +149,18 @@ def cell(result: DatasetResult) -> str:
     return f"{result.psnr:.2f} / {result.ssim:.4f}"
 
 
+def batch_and_patch(recipe: dict, log: list[dict[str, str]], given: str | None) -> str:
+    """The card's words for batch and LR patch: `given`, else the weights' recipe, which holds for the whole
+    run only when the log shows one batch size throughout (else ValueError: the card would misstate it)."""
+    if given:
+        return given
+    stretches = batches(log)
+    if len(stretches) > 1:
+        changes = ", ".join(f"{batch} to iteration {end}" for batch, end in stretches)
+        raise ValueError(f"the batch changed during the run ({changes}): say how with --recipe")
+    return f"batch {recipe['batch']}, LR patch {recipe['patch']}x{recipe['patch']}"
+
+
 def card(
     meta: dict,
     scale: int,
@@ -115,11 +168,14 @@ def card(
     bicubic: list[DatasetResult],
     log: list[dict[str, str]],
     hardware: str,
+    recipe_text: str | None = None,
 ) -> str:
     """The model card (README.md) of a bundled model, for the people who install the wheel. Only the log up
-    to the bundled iteration counts: the run may have gone on since."""
+    to the bundled iteration counts: the run may have gone on since. `recipe_text` states batch and patch
+    where they changed during the run (the weights' metadata hold the last stretch's only)."""
     log = [row for row in log if int(row["iteration"]) <= int(meta["iterations"])]
     recipe, data, variant = meta["recipe"], meta["data"], meta["variant"]
+    recipe_text = batch_and_patch(recipe, log, recipe_text)
     run = f"weights/training/{variant}-x{scale}"
     init = recipe.get("init")
     start = (
@@ -171,8 +227,8 @@ image = mma.upscale("photo.png", scale={scale})
 
 | | |
 |---|---|
-| data | {" + ".join(data["folders"])} HR images: {data["images"]} for training after holding out {data["held_out_for_validation"]} for validation; LR made with MATLAB-compatible bicubic (`mma.imresize`) |
-| recipe | L1 loss, Adam {tuple(recipe["betas"])}, batch {recipe["batch"]}, LR patch {recipe["patch"]}x{recipe["patch"]}, random flips and rotations, EMA {recipe["ema"]} with warm-up, seed {recipe["seed"]} |
+| data | {" + ".join(data["folders"])} HR images: {data["held_out_for_validation"]} held out for validation, the rest for training ({data["images"]} of them large enough for the final LR patch); LR made with MATLAB-compatible bicubic (`mma.imresize`) |
+| recipe | L1 loss, Adam {tuple(recipe["betas"])}, {recipe_text}, random flips and rotations, EMA {recipe["ema"]} with warm-up, seed {recipe["seed"]} |
 | learning rate | {lr_summary(log)} |
 | start | {start} |
 | iterations | {meta["iterations"]} |
@@ -213,9 +269,9 @@ python weights/bundle.py {run} --hardware "..."
 
 - Trained on bicubic downscaling only: photos with noise, JPEG artefacts or camera blur are not what it
   learned to undo, and it will sharpen those too.
-- Far less training than the paper's: {meta["iterations"]} iterations at batch {recipe["batch"]} on 291 images (hardware above),
-  against 800K iterations of ImageNet pre-training and 250K of DF2K fine-tuning at batch 64. That is why it
-  scores below the paper's MMA-T.
+- Far less training than the paper's: {meta["iterations"]} iterations, {patches_seen(log) / 1e3:.0f}K LR patches in all, on 291 images
+  (hardware above), against 800K iterations of ImageNet pre-training and 250K of DF2K fine-tuning at batch
+  64 (67M patches). That is why it scores below the paper's MMA-T.
 - The training images (T91; BSDS200 from the Berkeley Segmentation Dataset) are research data sets; check
   their terms before commercial use of models trained on them.
 """
@@ -243,7 +299,16 @@ def stated_scores(text: str, scale: int) -> tuple[list[DatasetResult], list[Data
     return results(OURS_ROW), results(BICUBIC_ROW)
 
 
-def _rewrite_card(run: Path, hardware: str | None) -> None:
+def stated_recipe(text: str) -> str:
+    """The batch-and-patch words of a card's recipe row, so that `--card-only` keeps them."""
+    cell = _table_row(text, "recipe")[0]
+    match = re.search(r"Adam \([^)]*\), (.*), random flips", cell)
+    if not match:
+        raise ValueError(f"the card's recipe row is not in the template's form: {cell}")
+    return match.group(1)
+
+
+def _rewrite_card(run: Path, hardware: str | None, recipe_text: str | None) -> None:
     """--card-only: the bundled model of `run` gets a card in the current template, its numbers unchanged."""
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     target = BUNDLED_DIR / f"{config['variant']}-x{config['scale']}"
@@ -251,7 +316,8 @@ def _rewrite_card(run: Path, hardware: str | None) -> None:
     old = (target / "README.md").read_text(encoding="utf-8")
     ours, bicubic = stated_scores(old, meta["scale"])
     hardware = hardware or _table_row(old, HARDWARE_ROW)[0]
-    text = card(meta, meta["scale"], ours, bicubic, read_log(run), hardware)
+    recipe_text = recipe_text or stated_recipe(old)
+    text = card(meta, meta["scale"], ours, bicubic, read_log(run), hardware, recipe_text)
     atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     print(target / "README.md")
 
@@ -265,6 +331,11 @@ def main() -> None:
         "--card-only, which keeps the card's line by default)",
     )
     parser.add_argument(
+        "--recipe",
+        help="batch and LR patch as the card should state them, needed when they changed during the run "
+        "(e.g. 'batch 16 with LR patch 48x48 to iteration 4727, then batch 32 with 64x64')",
+    )
+    parser.add_argument(
         "--card-only",
         action="store_true",
         help="rewrite the bundled model's card from "
@@ -272,7 +343,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.card_only:
-        _rewrite_card(args.run, args.hardware)
+        _rewrite_card(args.run, args.hardware, args.recipe)
         return
     if not args.hardware:
         parser.error("--hardware is required (what the run was trained on, for the card)")
@@ -285,15 +356,21 @@ def main() -> None:
         sys.exit(
             f"error: {weights} is not the published {meta['variant']} x{scale} configuration; only those ship"
         )
+    log = [row for row in read_log(args.run) if int(row["iteration"]) <= int(meta["iterations"])]
+    try:  # before anything is written
+        batch_and_patch(meta["recipe"], log, args.recipe)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
     target = BUNDLED_DIR / f"{meta['variant']}-x{scale}"
     provenance = {k: meta[k] for k in ("trained_with", "data", "iterations", "recipe") if k in meta}
     save_pretrained(model, target, **provenance)
 
     ours, bicubic = measure(model, scale), measure(None, scale)
-    text = card(meta, scale, ours, bicubic, read_log(args.run), args.hardware)
+    text = card(meta, scale, ours, bicubic, log, args.hardware, args.recipe)
     atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     measured = json.dumps(scores(ours, bicubic, scale, meta["iterations"]), indent=2) + "\n"
     atomic_write(target / SCORES_NAME, lambda tmp: tmp.write_text(measured, encoding="utf-8"))
+    keep_release_logs(args.run, REPO / "weights" / "training" / target.name)
     print(f"{target}:\n{measured}", end="")
 
 
