@@ -130,8 +130,8 @@ class Engine:
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, h, w) in [0, 1] anywhere -> float32 (B, 3, sh, sw) on the CPU, never NaN."""
-        with torch.inference_mode():
-            result = self.model(images.to(self.device, self.dtype)).float().cpu()
+        with torch.inference_mode():  # checked where it was computed: on a GPU the check is nearly free
+            result = self.model(images.to(self.device, self.dtype))
             if self.dtype != torch.float32 and not torch.isfinite(result).all():
                 warnings.warn(
                     f"{self.dtype} gave NaN/Inf; recomputing in float32 (slower, same result)",
@@ -139,10 +139,12 @@ class Engine:
                     stacklevel=2,
                 )
                 self.model, self.dtype = self.model.to(self.device, torch.float32), torch.float32
-                result = self.model(images.to(self.device, self.dtype)).cpu()
-        if not torch.isfinite(result).all():
-            raise CheckpointError("the model produced NaN/Inf in float32: its weights are probably damaged")
-        return result
+                result = self.model(images.to(self.device, self.dtype))
+            if self.dtype == torch.float32 and not torch.isfinite(result).all():
+                raise CheckpointError(
+                    "the model produced NaN/Inf in float32: its weights are probably damaged"
+                )
+        return result.float().cpu()
 
     def network_for_gradients(self) -> nn.Module:
         """The placed network itself, for callers that differentiate through it (LAM)."""
@@ -169,7 +171,7 @@ class Engine:
                         mask, scale_factor=self.scale, mode="bicubic", align_corners=False
                     )
                 )
-            return torch.cat(parts, 1)
+            return parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # no copy without alpha
 
         return run
 

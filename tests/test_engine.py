@@ -230,3 +230,43 @@ def test_memory_estimate_follows_the_measurements() -> None:
 def test_the_paper_engine_is_float32_whole_image(tiny: torch.nn.Module) -> None:
     engine = paper_engine(tiny, device="cpu")
     assert engine.dtype == torch.float32 and engine.tile is None and engine.batch == 1
+
+
+# ----- NaN never passes ------------------------------------------------------------------------------------
+
+
+class _NaNBelowFloat32(torch.nn.Module):
+    """x2 nearest upscaling that overflows to NaN in half precision (as a network can where float32 does
+    not), or in every precision with `always`."""
+
+    scale = 2
+
+    def __init__(self, always: bool = False) -> None:
+        super().__init__()
+        self.always = always
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives `.to(dtype)` something to convert
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") + self.anchor
+        if self.always or x.dtype != torch.float32:
+            out = out.clone()
+            out[..., 0, 0] = float("nan")
+        return out
+
+
+def test_half_precision_nan_is_recomputed_in_float32_once():
+    engine = Engine(_NaNBelowFloat32(), scale=2, device="cpu", tile=0)
+    engine.model, engine.dtype = engine.model.to(torch.device("cpu"), torch.bfloat16), torch.bfloat16
+    image = RNG.random((6, 5, 3)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="gave NaN/Inf; recomputing in float32"):
+        out = engine.upscale_array(image)
+    assert engine.dtype == torch.float32 and np.isfinite(out).all()
+    np.testing.assert_array_equal(out, image.repeat(2, 0).repeat(2, 1))
+    out_again = engine.upscale_array(image)  # the engine stays in float32: no second warning
+    np.testing.assert_array_equal(out_again, out)
+
+
+def test_nan_in_float32_is_an_error_not_an_image():
+    engine = Engine(_NaNBelowFloat32(always=True), scale=2, device="cpu", tile=0)
+    with pytest.raises(mma.errors.CheckpointError, match="NaN/Inf in float32"):
+        engine.upscale_array(RNG.random((6, 5, 3)).astype(np.float32))
