@@ -270,3 +270,22 @@ def test_nan_in_float32_is_an_error_not_an_image():
     engine = Engine(_NaNBelowFloat32(always=True), scale=2, device="cpu", tile=0)
     with pytest.raises(mma.errors.CheckpointError, match="NaN/Inf in float32"):
         engine.upscale_array(RNG.random((6, 5, 3)).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_sees_every_nan_and_infinity(dtype):
+    from mma.engine import all_finite
+
+    values = torch.rand(2, 3, 17, 19).to(dtype)
+    assert all_finite(values)
+    assert all_finite(torch.empty(0, dtype=dtype))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        broken = values.clone()
+        broken[1, 2, 16, 18] = bad
+        assert not all_finite(broken), bad
+    both = values.clone()
+    both[0, 0, 0, 0], both[1, 1, 1, 1] = float("inf"), -float("inf")  # they cancel to NaN, not to a number
+    assert not all_finite(both)
+    big = values.clone()
+    big[0, 0, 0, 0] = torch.finfo(dtype).max  # finite, however large
+    assert all_finite(big)
