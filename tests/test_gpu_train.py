@@ -72,13 +72,14 @@ def test_branch_length_is_a_share_of_the_run_bounded_by_time(gpu_train):
 
 
 @pytest.mark.slow
-def test_rehearsal_runs_end_to_end_on_copies(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--parallel"]], ids=["one-after-another", "side-by-side"])
+def test_rehearsal_runs_end_to_end_on_copies(tmp_path, mode):
     """The whole job on the CPU at tiny sizes, on a copy of a committed run (minutes)."""
     run = REPO / "weights" / "training" / "mma-t-x4"
     env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     before = (run / "state.ckpt").read_bytes()
     done = subprocess.run(
-        [sys.executable, "benchmarks/gpu_train.py", "--rehearse", str(run)],
+        [sys.executable, "benchmarks/gpu_train.py", "--rehearse", *mode, str(run)],
         cwd=REPO,
         env=env,
         capture_output=True,
