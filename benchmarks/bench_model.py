@@ -20,8 +20,9 @@ import time
 MODELS = ("mma-t-x2", "mma-t-x4", "mma-b-x2", "swinir-light-x2")
 
 
-def _swinir_light(scale: int):
-    """SwinIR-light as in its paper (embed 60, depths 4x6, window 8), from spandrel's architecture file.
+def swinir_light(scale: int):
+    """SwinIR-light as in its paper (embed 60, depths 4x6, window 8), from spandrel's architecture file,
+    random weights (also gpu_check.py's).
 
     spandrel's package __init__ imports torchvision, which this CPU wheel of torch lacks, so the packages
     on the way to the architecture module are stood in by empty namespace modules.
@@ -60,7 +61,7 @@ def _swinir_light(scale: int):
 def _build(name: str):
     family, scale = name.rsplit("-x", 1)
     if family == "swinir-light":
-        return _swinir_light(int(scale))
+        return swinir_light(int(scale))
     from mma import build_model
 
     return build_model(family, int(scale))

@@ -410,26 +410,9 @@ def network_speed(
         del model
 
 
-def swinir_light(scale: int) -> torch.nn.Module:
-    """SwinIR-light (the paper's light configuration) from spandrel, random weights."""
-    from spandrel.architectures.SwinIR import SwinIR
-
-    return SwinIR(
-        upscale=scale,
-        in_chans=3,
-        img_size=64,
-        window_size=8,
-        img_range=1.0,
-        depths=[6, 6, 6, 6],
-        embed_dim=60,
-        num_heads=[6, 6, 6, 6],
-        mlp_ratio=2,
-        upsampler="pixelshuffledirect",
-        resi_connection="1conv",
-    )
-
-
 def swinir_speed(device: torch.device, sizes: Sizes, repeat: int, clock: Clock) -> None:
+    from bench_model import swinir_light  # the one SwinIR-light definition, beside this script
+
     try:
         swinir_light(2)
     except Exception as exc:  # noqa: BLE001  (spandrel missing, or a version whose class moved)
