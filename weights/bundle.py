@@ -97,11 +97,16 @@ def lr_summary(rows: list[dict[str, str]]) -> str:
     return text
 
 
+def row_batch(row: dict[str, str]) -> int:
+    """The batch a log row was trained at: its patches per second over its iterations per second."""
+    return round(float(row["patches_per_s"]) / float(row["iters_per_s"]))
+
+
 def batches(rows: list[dict[str, str]]) -> list[tuple[int, int]]:
     """(batch, last iteration) of each stretch of one batch size, read off the log (patches/s over it/s)."""
     stretches: list[tuple[int, int]] = []
     for row in rows:
-        batch = round(float(row["patches_per_s"]) / float(row["iters_per_s"]))
+        batch = row_batch(row)
         if stretches and stretches[-1][0] == batch:
             stretches[-1] = (batch, int(row["iteration"]))
         else:
@@ -114,7 +119,7 @@ def patches_seen(rows: list[dict[str, str]]) -> int:
     total, previous = 0, 0
     for row in rows:
         iteration = int(row["iteration"])
-        total += (iteration - previous) * round(float(row["patches_per_s"]) / float(row["iters_per_s"]))
+        total += (iteration - previous) * row_batch(row)
         previous = iteration
     return total
 
