@@ -47,12 +47,14 @@ class Box(NamedTuple):
 
 @dataclass(frozen=True)
 class Figure:
-    """The picture and where its parts are: each column's whole-image view and its enlarged window."""
+    """The picture, the panels it shows, and where its parts are: each column's whole-image view and its
+    enlarged window."""
 
     image: Image.Image
     crop: Crop
     overviews: tuple[Box, ...]
     zooms: tuple[Box, ...]
+    panels: tuple[Panel, ...]
 
 
 @cache
@@ -141,4 +143,4 @@ def render(panels: Sequence[Panel], crop: Crop, *, column: int = 320) -> Figure:
         if panel.caption:
             text, face = fitted_text(panel.caption, column - 8, CAPTION_SIZE)
             centred(draw, (left + column // 2, top + column + caption_height // 2), text, face)
-    return Figure(figure, crop, tuple(overviews), tuple(zooms))
+    return Figure(figure, crop, tuple(overviews), tuple(zooms), tuple(panels))
