@@ -218,7 +218,7 @@ def gain_plot(rows: Sequence[ImageRow], models: Sequence[str], labels: dict[str,
     finite = [g for row in gains for g in row if math.isfinite(g)] or [0.0]
     top, bottom = max(0.0, *finite), min(0.0, *finite)
     span = (top - bottom) or 1.0
-    width, height, left, right, margin = 760, 220, 52, 8, 18
+    width, height, left, right, margin = 760, 220, 64, 8, 18
     plot_height = height - 2 * margin
     slot = (width - left - right) / max(1, len(rows))
     bar = max(1.0, slot * 0.8 / len(models))
@@ -229,11 +229,13 @@ def gain_plot(rows: Sequence[ImageRow], models: Sequence[str], labels: dict[str,
 
     shapes = [
         f'<line x1="{left}" x2="{width - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#555"/>',
-        f'<text x="{left - 4}" y="{y(top) + 4:.1f}" text-anchor="end">{top:+.2f}</text>',
+        f'<text x="{left - 4}" y="{y(top) + 4:.1f}" text-anchor="end">{top:+.2f} dB</text>',
         f'<text x="{left - 4}" y="{y(0) + 4:.1f}" text-anchor="end">0</text>',
     ]
     if bottom < 0:
-        shapes.append(f'<text x="{left - 4}" y="{y(bottom) + 4:.1f}" text-anchor="end">{bottom:+.2f}</text>')
+        shapes.append(
+            f'<text x="{left - 4}" y="{y(bottom) + 4:.1f}" text-anchor="end">{bottom:+.2f} dB</text>'
+        )
     previous = None
     for index, ((dataset, image, _), row) in enumerate(zip(rows, gains)):
         x0 = left + index * slot + slot * 0.1
