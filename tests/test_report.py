@@ -184,6 +184,20 @@ def test_several_models_print_a_model_column_and_save_images_apart(tmp_path, tin
     )
 
 
+def test_two_weights_files_of_one_name_are_refused(tmp_path, tiny_dataset, tiny_weights):
+    twin = tmp_path / "other" / tiny_weights.name
+    twin.parent.mkdir()
+    twin.write_bytes(tiny_weights.read_bytes())
+    result = CliRunner().invoke(
+        app, ["eval", str(tiny_dataset), "-s", "2", "-m", str(tiny_weights), "-m", str(twin)]
+    )
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == "error: several -m models are named tiny_x2.safetensors; give the files different names\n"
+    )
+
+
 def test_an_unwritable_report_is_refused_before_any_work(tmp_path, tiny_dataset):
     blocker = tmp_path / "file"
     blocker.write_text("x")

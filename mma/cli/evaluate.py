@@ -97,6 +97,7 @@ def eval_command(
         if path is not None:
             check_writable(path)
     asked = list(dict.fromkeys(model or [DEFAULT_MODEL]))
+    _check_labels(asked)
     # The report's gains are over bicubic: it is scored for the report even when not asked for.
     methods = [BICUBIC, *asked] if report_path is not None and BICUBIC not in asked else asked
     runs, crops, failed, main = _scored(
@@ -186,6 +187,17 @@ def _scored(
         crops = merged(gather(collector.crops, placement)) if collector is not None else {}
     failed = any(len(results) < len(datasets) for _, results in runs)
     return runs, crops, failed, placement.main
+
+
+def _check_labels(models: list[str]) -> None:
+    """Two weights files of one name (in different folders) would share a table row name, a report column
+    and a --save-images folder: refused before any work."""
+    from mma.report.compare import label_for
+
+    labels = [label_for(name) for name in models]
+    twins = sorted({label for label in labels if labels.count(label) > 1})
+    if twins:
+        raise ConfigError(f"several -m models are named {', '.join(twins)}; give the files different names")
 
 
 def _print_table(runs: list[Run]) -> None:
