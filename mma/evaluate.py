@@ -24,6 +24,7 @@ from mma.metrics import psnr, ssim
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".webp")
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
+Keeper = Callable[[Path, np.ndarray, np.ndarray], None]  # (HR file, modcropped HR, SR): e.g. a report's crops
 
 
 @dataclass(frozen=True)
@@ -148,14 +149,20 @@ def evaluate_images(
     *,
     save_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    keep: Keeper | None = None,
 ) -> DatasetResult:
-    """`evaluate_dataset` over a named list of HR image files (a folder's, or images held out of training)."""
+    """`evaluate_dataset` over a named list of HR image files (a folder's, or images held out of training).
+
+    `keep`, if given, sees each image's modcropped HR and SR once scored (what a report keeps of them)."""
     scale = checked_scale(scale)
     upscaler = upscaler or bicubic_upscaler(scale)
     scores = []
     for image_path in paths:
-        sr, score = evaluate_image(image_path.name, read_rgb(image_path), scale, upscaler)
+        hr = read_rgb(image_path)
+        sr, score = evaluate_image(image_path.name, hr, scale, upscaler)
         scores.append(score)
+        if keep is not None:
+            keep(image_path, modcrop(hr, scale), sr)
         if save_dir is not None:
             write_image(Image.fromarray(sr), Path(save_dir) / name / f"{image_path.stem}.png", overwrite=True)
         if progress is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ def test_upscale_python_upscales_the_sample_photo(tmp_path: Path) -> None:
 
 @pytest.mark.data
 def test_before_after_writes_the_figure_and_beats_bicubic(data_dir: Path, tmp_path: Path) -> None:
+    from mma.report.figure import GAP
+
     out = tmp_path / "figure.png"
     output = run(
         "before_after.py",
@@ -40,20 +43,38 @@ def test_before_after_writes_the_figure_and_beats_bicubic(data_dir: Path, tmp_pa
         str(data_dir / "Set5" / "HR" / "butterfly.png"),
         "--scale",
         "4",
-        "--crop",
-        "96",
+        "--width",
+        "200",
+        "--zoom",
+        "48",
         "--out",
         str(out),
     )
     bicubic, ours = (float(part.split()[-2]) for part in output.split(":", 1)[1].split("->")[0].split(","))
     assert ours > bicubic
     with Image.open(out) as figure:
-        assert figure.size == (4 * 96, 96 + 18)
+        assert figure.width == GAP + 3 * (200 + GAP)  # bicubic, MMA-T, the original
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert abs(record["scores"]["mma-t"]["psnr"] - ours) <= 0.005  # the printed figure, to its two decimals
+    assert record["zoom"]["size"] == 48
+
+
+def test_the_readme_figure_was_made_with_the_bundled_weights() -> None:
+    """The README opens with this figure: when the bundled x4 weights change, make it again
+    (`python examples/before_after.py --out docs/images/before_after.webp`)."""
+    import hashlib
+
+    figure = EXAMPLES.parent / "docs" / "images" / "before_after.webp"
+    record = json.loads(figure.with_suffix(".json").read_text())
+    bundled = (
+        EXAMPLES.parent / "mma" / "weights" / "bundled" / f"mma-t-x{record['scale']}" / "model.safetensors"
+    )
+    assert record["weights_sha256"] == hashlib.sha256(bundled.read_bytes()).hexdigest()
+    assert figure.stat().st_size < 300_000
+    assert "docs/images/before_after.webp" in (EXAMPLES.parent / "README.md").read_text().split("## ")[0]
 
 
 def test_lam_compare_writes_the_figure_and_a_report(tmp_path: Path) -> None:
-    import json
-
     from mma import build_model
     from mma.weights.checkpoint import save_safetensors
 

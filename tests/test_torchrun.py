@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,14 +96,21 @@ def test_eval_means_over_all_images_equal_one_process(tmp_path, tiny_dataset, ti
             "cpu",
             "--json",
             str(single),
+            "--report",
+            str(tmp_path / "single.html"),
         ],
     )
     assert alone.exit_code == 0, alone.output
     merged = tmp_path / "merged.json"
     done = torchrun(
-        "eval", tiny_dataset, "--scale", 2, "-m", tiny_weights, "--device", "cpu", "--json", merged
-    )
+        "eval", tiny_dataset, "--scale", 2, "-m", tiny_weights, "--device", "cpu", "--json", merged,
+        "--report", tmp_path / "merged.html",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(merged.read_text()) == json.loads(single.read_text())  # exactly, not approximately
     assert done.stdout.count("dataset  images") == 1  # one table, from rank 0
     assert json.loads(merged.read_text())["datasets"]["Tiny"]["images"] == 3
+    # the report: each process's crops gathered and one page written, with the crops one process makes
+    pages = [(tmp_path / f"{name}.html").read_text() for name in ("single", "merged")]
+    crops = [re.findall(r'<img alt="([^"]*)" src="([^"]*)"', page) for page in pages]
+    assert crops[0] == crops[1] and len(crops[0]) == 3 * 3  # HR, bicubic and the model for each image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,12 +12,15 @@ import typer
 
 from mma.cli.app import command
 from mma.errors import ConfigError, MMAError
-from mma.fileio import atomic_write
+from mma.fileio import atomic_write, check_writable
 
 if TYPE_CHECKING:  # pragma: no cover
     from mma.evaluate import DatasetResult, ImageScore, Upscaler
 
+    Run = tuple[str, list[DatasetResult]]  # a method as given to -m, and its datasets' scores
+
 BICUBIC = "bicubic"
+DEFAULT_MODEL = "mma-t"
 DATA_HINT = "mma-sr ships no benchmark images: docs/evaluation.md says where Set5 and Set14 come from"
 
 
@@ -52,8 +56,11 @@ def eval_command(
         int, typer.Option("--scale", "-s", help="Upscaling factor (LR = MATLAB bicubic of HR).")
     ],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Registry name, weights file, or 'bicubic'.")
-    ] = "mma-t",
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="Registry name, weights file, or 'bicubic'; repeat to score several."
+        ),
+    ] = None,
     tile: Annotated[
         int, typer.Option("--tile", min=0, help="Tile size in LR pixels; 0 = whole image (as the paper).")
     ] = 0,
@@ -62,15 +69,20 @@ def eval_command(
         str | None, typer.Option("--threads", help="CPU threads (default: one per idle CPU).")
     ] = None,
     save_images: Annotated[
-        Path | None, typer.Option("--save-images", help="Write SR images to DIR/<dataset>/<name>.png.")
+        Path | None,
+        typer.Option(
+            "--save-images", help="Write SR images to DIR/<dataset>/<name>.png (DIR/<model>/... for several)."
+        ),
     ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the scores to this JSON file.")
     ] = None,
+    report_path: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write a self-contained HTML report (tables, gain plot, crops) here."),
+    ] = None,
 ) -> None:
-    from tqdm import tqdm
-
-    from mma.evaluate import dataset_name, evaluate_images
+    from mma.evaluate import dataset_name
 
     if scale < 1:
         raise ConfigError(
@@ -81,64 +93,153 @@ def eval_command(
         raise ConfigError(
             f"two dataset folders have the same name ({', '.join(names)}); results would collide"
         )
-    from mma.cli.shards import gather, on_main, processes, share, threads_for, together
-
-    with processes(device) as placement:  # alone, or one of the processes torchrun started
-        upscaler = (
-            None
-            if model == BICUBIC
-            else together(
-                lambda: _model_upscaler(
-                    model, scale, tile, placement.device, threads_for(threads, placement)
-                ),
-                placement,
-            )
-        )
-        listed = on_main(lambda: _listed(datasets), placement)
-        scored = []
-        for path, images in listed:
-            mine = share(images, placement)
-            try:
-                with tqdm(
-                    total=len(mine),
-                    desc=dataset_name(path),
-                    unit="img",
-                    file=sys.stderr,
-                    disable=not (placement.main and sys.stderr.isatty()),
-                    leave=False,
-                ) as bar:
-                    part = evaluate_images(
-                        dataset_name(path),
-                        mine,
-                        scale,
-                        upscaler,
-                        save_dir=save_images,
-                        progress=lambda _: bar.update(),
-                    )
-                scored.append(part.images)
-            except MMAError as exc:  # printed here: this process is the only one that read the file
-                typer.echo(f"error: {exc}", err=True)
-                scored.append(None)
-        parts = gather(scored, placement)
-    results = _merged(listed, parts, scale)
-    failed = len(results) < len(datasets)
-    if not placement.main:
+    for path in (json_path, report_path):
+        if path is not None:
+            check_writable(path)
+    asked = list(dict.fromkeys(model or [DEFAULT_MODEL]))
+    _check_labels(asked)
+    # The report's gains are over bicubic: it is scored for the report even when not asked for.
+    methods = [BICUBIC, *asked] if report_path is not None and BICUBIC not in asked else asked
+    runs, crops, failed, main = _scored(
+        datasets, scale, methods, asked, tile, device, threads, save_images, report_path
+    )
+    if not main:
         if failed:
             raise typer.Exit(1)
         return
-    if results:
-        width = max(len("dataset"), *(len(result.name) for result in results))
-        typer.echo(f"{'dataset':<{width}}  images     PSNR    SSIM  seconds")
-        for result in results:
-            typer.echo(
-                f"{result.name:<{width}}  {len(result.images):>6}  {result.psnr:7.3f}  {result.ssim:.4f}"
-                f"  {result.seconds:7.2f}"
-            )
-    if json_path is not None and results:
-        scores = {r.name: {"images": len(r.images), "psnr": r.psnr, "ssim": r.ssim} for r in results}
-        _write_json(json_path, {"scale": scale, "model": model, "datasets": scores})
+    shown = [(method, results) for method, results in runs if method in asked]
+    _print_table(shown)
+    if json_path is not None and any(results for _, results in shown):
+        _write_json(json_path, _payload(scale, shown))
+    if report_path is not None and any(results for _, results in runs):
+        _write_report(report_path, scale, runs, _payload(scale, shown), crops)
     if failed:
         raise typer.Exit(1)
+
+
+def _scored(
+    datasets: list[Path],
+    scale: int,
+    methods: list[str],
+    asked: list[str],
+    tile: int,
+    device: str,
+    threads: str | None,
+    save_images: Path | None,
+    report_path: Path | None,
+) -> tuple[list[Run], dict, bool, bool]:
+    """Every method on every dataset (each process its share of the images), the report's crops, whether
+    any dataset failed, and whether this is the process that prints."""
+    from tqdm import tqdm
+
+    from mma.cli.shards import gather, on_main, processes, share, threads_for, together
+    from mma.evaluate import dataset_name, evaluate_images
+    from mma.report.compare import label_for
+    from mma.report.crops import CropCollector, merged
+
+    collector = CropCollector(scale) if report_path is not None else None
+    reported: set[str] = set()  # an unreadable image is named once, not once per model
+    with processes(device) as placement:  # alone, or one of the processes torchrun started
+        upscalers = together(  # every model loaded before any is run: a bad name fails in seconds
+            lambda: [
+                None
+                if method == BICUBIC
+                else _model_upscaler(method, scale, tile, placement.device, threads_for(threads, placement))
+                for method in methods
+            ],
+            placement,
+        )
+        listed = on_main(lambda: _listed(datasets), placement)
+        runs: list[Run] = []
+        for method, upscaler in zip(methods, upscalers):
+            save_dir = None
+            if save_images is not None and method in asked:
+                save_dir = save_images if len(asked) == 1 else save_images / label_for(method)
+            scored = []
+            for path, images in listed:
+                mine = share(images, placement)
+                name = dataset_name(path)
+                try:
+                    with tqdm(
+                        total=len(mine),
+                        desc=name if len(methods) == 1 else f"{label_for(method)} {name}",
+                        unit="img",
+                        file=sys.stderr,
+                        disable=not (placement.main and sys.stderr.isatty()),
+                        leave=False,
+                    ) as bar:
+                        part = evaluate_images(
+                            name,
+                            mine,
+                            scale,
+                            upscaler,
+                            save_dir=save_dir,
+                            progress=lambda _: bar.update(),
+                            keep=collector.keeper(name, method) if collector is not None else None,
+                        )
+                    scored.append(part.images)
+                except MMAError as exc:  # printed here: this process is the only one that read the file
+                    if str(exc) not in reported:
+                        reported.add(str(exc))
+                        typer.echo(f"error: {exc}", err=True)
+                    scored.append(None)
+            runs.append((method, _merged(listed, gather(scored, placement), scale)))
+        crops = merged(gather(collector.crops, placement)) if collector is not None else {}
+    failed = any(len(results) < len(datasets) for _, results in runs)
+    return runs, crops, failed, placement.main
+
+
+def _check_labels(models: list[str]) -> None:
+    """Two weights files of one name (in different folders) would share a table row name, a report column
+    and a --save-images folder: refused before any work."""
+    from mma.report.compare import label_for
+
+    labels = [label_for(name) for name in models]
+    twins = sorted({label for label in labels if labels.count(label) > 1})
+    if twins:
+        raise ConfigError(f"several -m models are named {', '.join(twins)}; give the files different names")
+
+
+def _print_table(runs: list[Run]) -> None:
+    """The means per dataset (and per model, when several were scored), as papers print them."""
+    from mma.report.compare import label_for
+
+    rows = [(label_for(method), result) for method, results in runs for result in results]
+    if not rows:
+        return
+    several = len(runs) > 1
+    width = max(len("dataset"), *(len(result.name) for _, result in rows))
+    model_width = max(len("model"), *(len(label) for label, _ in rows))
+    lead = f"{'model':<{model_width}}  " if several else ""
+    typer.echo(f"{lead}{'dataset':<{width}}  images     PSNR    SSIM  seconds")
+    for label, result in rows:
+        lead = f"{label:<{model_width}}  " if several else ""
+        typer.echo(
+            f"{lead}{result.name:<{width}}  {len(result.images):>6}  {result.psnr:7.3f}  {result.ssim:.4f}"
+            f"  {result.seconds:7.2f}"
+        )
+
+
+def _payload(scale: int, runs: list[Run]) -> dict:
+    """The `--json` document: one model as `{"scale", "model", "datasets"}`; several as
+    `{"scale", "models": {model: {"datasets"}}}`."""
+
+    def scores(results: Sequence[DatasetResult]) -> dict:
+        return {r.name: {"images": len(r.images), "psnr": r.psnr, "ssim": r.ssim} for r in results}
+
+    if len(runs) == 1:
+        method, results = runs[0]
+        return {"scale": scale, "model": method, "datasets": scores(results)}
+    return {"scale": scale, "models": {method: {"datasets": scores(results)} for method, results in runs}}
+
+
+def _write_report(path: Path, scale: int, runs: list[Run], payload: dict, crops: dict) -> None:
+    """The HTML report, written whole or not at all."""
+    from mma.report.html import render_report
+
+    text = render_report(scale, runs, payload, crops)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), make_parents=True)
+    typer.echo(f"report: {path}")
 
 
 def _merged(
