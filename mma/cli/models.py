@@ -45,7 +45,7 @@ def download(
         bool, typer.Option("--force", help="Download again even when the file is cached.")
     ] = False,
 ) -> None:
-    from mma.weights.registry import resolve_weights
+    from mma.weights.loaded import resolve_weights
 
     typer.echo(str(resolve_weights(name, scale, force=force)))
 
