@@ -5,11 +5,11 @@ D skip and SiLU(z) gate on. For each (channels D, length L) it times, at `--batc
 without autograd and forward + backward (gradients of every input), and separately the forward at batch 1.
 Each time is the minimum over `--repeat` calls after one warm-up call (which also compiles the numba kernels);
 the reference runs once. Cases whose autograd tensors would exceed `--max-gib` are skipped and marked so:
-the torch backend and the reference keep (B, D, L, N) tensors for backward, the cpu backend every 64th state.
+the torch backend and the reference keep (B, D, L, N) tensors for backward, the numba backend every 64th state.
 
     python benchmarks/bench_scan.py                  # the full table (takes a while: the reference is slow)
     python benchmarks/bench_scan.py --quick          # batch 2, L = 4096 only
-    python benchmarks/bench_scan.py --configs 96x4096 --backends cpu --no-reference
+    python benchmarks/bench_scan.py --configs 96x4096 --backends numba --no-reference
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from mma.ops import available_backends, reference, selective_scan
 DEFAULT_CONFIGS = "96x4096,96x16384,96x65536,384x4096,384x16384"
 # bytes held per (batch, channel, token, state) element by a forward kept for backward (measured roughly);
 # without autograd every backend needs memory for a bounded number of tokens only
-AUTOGRAD_BYTES = {"cpu": 1, "torch": 16, "reference": 48}
-FORWARD_BYTES = {"cpu": 0, "torch": 0, "reference": 0}
+AUTOGRAD_BYTES = {"numba": 1, "torch": 16, "reference": 48}
+FORWARD_BYTES = {"numba": 0, "torch": 0, "reference": 0}
 
 
 def make_inputs(batch: int, channels: int, length: int, nstate: int, grad: bool) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ Run on a machine with a CUDA GPU; without one it says so and exits 0 (unless `--
 printed as lines or markdown tables:
 - parity: each scan on CUDA against the float64 reference computed on the CPU, forward and the gradients of
   every input, forward and reverse: `torch` (both orders), `triton-sequential` and `triton-chunked` (the two
-  kernel families of the `triton` backend, `mma.ops.scan_triton`), `cuda` where mamba-ssm runs; float32
+  kernel families of the `triton` backend, `mma.ops.scan_triton`), `mamba-ssm` where it runs; float32
   must stay within 1e-5 of the largest reference value (gradients 1e-4); fp16/bf16 errors are reported;
 - scan speed: forward without autograd, sequential against chunked kernel, at batch 1 and 16 and L = 512 to
   65,536 (D = 96, N = 16), with the shape rule's choice (`scan_triton.choose_method`) beside each row; then
@@ -22,7 +22,7 @@ section is skipped with a printed line, so the call ends in time. Exit status 1 
     python benchmarks/gpu_check.py --network-only   # the network table alone
     python benchmarks/gpu_check.py --all --quick    # dry run with tiny sizes; on a CPU the Triton
                                                     # kernels run in the interpreter, the network on `cpu`
-    pip install "mma-sr[cuda]"   # mamba-ssm + causal-conv1d, for the cuda backend
+    pip install "mma-sr[cuda]"   # mamba-ssm + causal-conv1d, for the mamba-ssm backend
 """
 
 from __future__ import annotations
@@ -256,12 +256,12 @@ def check_conv(device: torch.device) -> bool:
     for reverse in (False, True):
         ref = reference.causal_conv1d(x, weight, bias, "silu", reverse=reverse)
         out = causal_conv1d(
-            x.to(device), weight.to(device), bias.to(device), "silu", reverse=reverse, backend="cuda"
+            x.to(device), weight.to(device), bias.to(device), "silu", reverse=reverse, backend="mamba-ssm"
         )
         err = rel_err(out, ref)
         ok &= err <= TOLERANCE
         print(
-            f"{'PASS' if err <= TOLERANCE else 'FAIL'} parity conv1d (cuda)    reverse={reverse!s:5s} {err:.1e}"
+            f"{'PASS' if err <= TOLERANCE else 'FAIL'} parity conv1d (mamba-ssm) reverse={reverse!s:5s} {err:.1e}"
         )
     return ok
 
@@ -501,7 +501,7 @@ def main() -> int:
         "--backends",
         nargs="+",
         help="scans to check (default: torch-loop, torch-chunked, "
-        "triton-sequential, triton-chunked, and cuda where it runs)",
+        "triton-sequential, triton-chunked, and mamba-ssm where it runs)",
     )
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.quick:
@@ -528,7 +528,7 @@ def main() -> int:
         "torch-loop",
         "torch-chunked",
         *(TRITON_METHODS if triton_ok else ()),
-        *(["cuda"] if reasons["cuda"] is None else []),
+        *(["mamba-ssm"] if reasons["mamba-ssm"] is None else []),
     ]
     timed = [name for name in names if not name.startswith("torch-")] or names  # torch's are known and slow
     ok = True
@@ -536,7 +536,7 @@ def main() -> int:
         with clock.section_of("parity"):
             cases = parity_references(sizes)
             ok = all([check_parity(name, device, cases) for name in names])  # noqa: C419  (run every check)
-            if "cuda" in names:
+            if "mamba-ssm" in names:
                 ok &= check_conv(device)
         with clock.section_of("half"):
             for name in timed:
@@ -550,7 +550,7 @@ def main() -> int:
             with clock.section_of("sweeps"):
                 chunked_sweep(device, sizes, repeat, clock)
     if args.all or args.network or args.network_only:
-        gpu = [name for name in ("cuda", "triton") if reasons[name] is None]
+        gpu = [name for name in ("mamba-ssm", "triton") if reasons[name] is None]
         with clock.section_of("network"):
             network_speed(device, gpu or [None], sizes, max(1, repeat // 2), clock)
     if args.all:
