@@ -25,6 +25,7 @@ from torch import nn
 
 from mma.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from mma.model import MMA, MMAConfig
+from mma.runtime import dtype_name
 from mma.weights import hub
 from mma.weights.loading import model_from_file
 from mma.weights.registry import FILE_SUFFIXES, fetch_entry, is_registry_name, lookup_name, scale_mismatch
@@ -70,15 +71,32 @@ class LoadedModel:
     moved under another caller's feet.
     """
 
-    precisions: tuple[str, ...] = PRECISIONS
-
-    def __init__(self, network: nn.Module, source: WeightsSource, scale: int | None = None) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        source: WeightsSource,
+        scale: int | None = None,
+        precisions: tuple[str, ...] | None = None,
+    ) -> None:
         own = getattr(network, "scale", None)
         if own is None and scale is None:
             raise ConfigError("this model does not say its scale: pass scale=")
         self.network = network
         self.source = source
         self.scale = int(own if own is not None else scale)
+        # The precisions the network runs in: as given, else as the network declares them (a `precisions`
+        # attribute, as spandrel's descriptors declare supports_half), else all three. The engine enforces it.
+        declared = precisions or getattr(network, "precisions", None) or PRECISIONS
+        unknown = sorted(set(declared) - set(PRECISIONS))
+        if unknown or "fp32" not in declared:
+            raise ConfigError(
+                f"precisions must include fp32 and come from {', '.join(PRECISIONS)}: {declared}"
+            )
+        self.precisions = tuple(declared)
+
+    def supports(self, dtype: torch.dtype) -> bool:
+        """Whether the network may run in `dtype` (see `precisions`)."""
+        return dtype_name(dtype) in self.precisions
 
     @property
     def config(self) -> MMAConfig | None:
@@ -116,7 +134,7 @@ class LoadedModel:
         ) and not self.network.training:
             return self
         moved = copy.deepcopy(self.network).to(device=device, dtype=dtype).eval()
-        return LoadedModel(moved, self.source, self.scale)
+        return LoadedModel(moved, self.source, self.scale, self.precisions)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
