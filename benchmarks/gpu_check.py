@@ -36,8 +36,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from timing import Clock, time_calls
 
 from mma.ops import available_backends, causal_conv1d, reference, scan_torch, scan_triton, selective_scan
+from mma.ops.testing import scan_inputs
 
 TOLERANCE = 1e-5
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -91,51 +93,6 @@ class Sizes:
         self.upscale = (36, 64) if quick else (1080, 1920)
 
 
-class Clock:
-    """Per-section deadlines, so that a slow section cannot eat the time of the ones after it."""
-
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-        self.deadline = float("inf")
-        self.section = ""
-
-    @contextlib.contextmanager
-    def section_of(self, name: str) -> Iterator[None]:
-        self.section, self.deadline = name, time.monotonic() + BUDGETS[name] * self.scale
-        start = time.monotonic()
-        print(f"\n## {name} (budget {BUDGETS[name] * self.scale:.0f} s)", flush=True)
-        try:
-            yield
-        finally:
-            print(f"({name}: {time.monotonic() - start:.0f} s)", flush=True)
-
-    def spent(self, what: str) -> bool:
-        """True (and says so) once the section's time is up: the caller skips `what`."""
-        if time.monotonic() < self.deadline:
-            return False
-        print(f"skipped {what}: the {self.section} budget is spent", flush=True)
-        return True
-
-
-def make_inputs(
-    batch: int, channels: int, length: int, nstate: int = 16, seed: int = 0
-) -> dict[str, torch.Tensor]:
-    """Random CPU float32 inputs in the network's layout (channels-last buffers seen as (batch, D, L))."""
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randn(batch, length, 3 * channels, generator=g)
-    bc = torch.randn(batch, length, 2 * nstate, generator=g)
-    return {
-        "u": tokens[..., :channels].transpose(1, 2),
-        "delta": tokens[..., channels : 2 * channels].transpose(1, 2),
-        "A": -torch.exp(torch.randn(channels, nstate, generator=g)),
-        "B": bc[..., :nstate].transpose(1, 2),
-        "C": bc[..., nstate:].transpose(1, 2),
-        "D": torch.randn(channels, generator=g),
-        "z": tokens[..., 2 * channels :].transpose(1, 2),
-        "delta_bias": torch.randn(channels, generator=g) * 0.5,
-    }
-
-
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double().cpu(), ref.double().cpu()
     if not torch.isfinite(out).all():
@@ -161,16 +118,9 @@ def scan_with(name: str) -> Callable[..., torch.Tensor]:
 
 def wall_ms(func: Callable[[], object], repeat: int) -> float:
     """Minimum milliseconds of `repeat` calls after a warm-up call, waiting for the GPU where there is one."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    func()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * min(
+        time_calls(func, repeat, sync=torch.cuda.synchronize if torch.cuda.is_available() else None)
+    )
 
 
 def timed_ms(func: Callable[[], object], repeat: int, digits: int = 2) -> str:
@@ -201,7 +151,7 @@ def parity_references(sizes: Sizes) -> dict[bool, tuple]:
     """Per direction: the inputs, the upstream weight, and the float64 reference output and gradients."""
     cases = {}
     for reverse in (False, True):
-        x = make_inputs(*sizes.parity, nstate=sizes.nstate)
+        x = scan_inputs(*sizes.parity, nstate=sizes.nstate)
         ref_in = {k: v.double().requires_grad_(True) for k, v in x.items()}
         ref = reference.selective_scan(**ref_in, delta_softplus=True, reverse=reverse)
         weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -237,7 +187,7 @@ def check_parity(name: str, device: torch.device, cases: dict[bool, tuple]) -> b
 
 
 def check_half(name: str, device: torch.device, sizes: Sizes) -> None:
-    x = make_inputs(*sizes.half, nstate=sizes.nstate)
+    x = scan_inputs(*sizes.half, nstate=sizes.nstate)
     ref = reference.selective_scan(**x, delta_softplus=True)
     for dtype in (torch.float16, torch.bfloat16):
         half = {k: v.to(device, dtype) for k, v in x.items()}
@@ -271,7 +221,7 @@ def scan_speed(names: list[str], device: torch.device, sizes: Sizes, repeat: int
     for batch, channels, length in sizes.scan:
         if clock.spent(f"scan forward ({batch}, {channels}, {length})"):
             return
-        x = {k: v.to(device) for k, v in make_inputs(batch, channels, length, sizes.nstate).items()}
+        x = {k: v.to(device) for k, v in scan_inputs(batch, channels, length, sizes.nstate).items()}
         for name in names:
             with torch.no_grad():
                 ms = timed_ms(lambda n=name, x=x: scan_with(n)(False, **x), repeat, 3)
@@ -291,7 +241,7 @@ def train_scan_speed(names: list[str], device: torch.device, sizes: Sizes, repea
     for batch, channels, length in sizes.train:
         if clock.spent(f"forward + backward ({batch}, {channels}, {length})"):
             return
-        x = make_inputs(batch, channels, length, sizes.nstate)
+        x = scan_inputs(batch, channels, length, sizes.nstate)
         x = {k: v.to(device).requires_grad_(True) for k, v in x.items()}
         upstream = torch.randn(batch, channels, length, device=device)
         for name in names:
@@ -305,9 +255,9 @@ def chunked_sweep(device: torch.device, sizes: Sizes, repeat: int, clock: Clock)
     from mma.ops import _triton_chunked as chunked
 
     shipped = tuple(getattr(chunked, k) for k in ("CHUNK", "BLOCK_D", "GRAD_BLOCK_D", "NUM_WARPS"))
-    fwd = {k: v.to(device) for k, v in make_inputs(*sizes.sweep_forward, nstate=sizes.nstate).items()}
+    fwd = {k: v.to(device) for k, v in scan_inputs(*sizes.sweep_forward, nstate=sizes.nstate).items()}
     train = {
-        k: v.to(device).requires_grad_(True) for k, v in make_inputs(*sizes.train[0], sizes.nstate).items()
+        k: v.to(device).requires_grad_(True) for k, v in scan_inputs(*sizes.train[0], sizes.nstate).items()
     }
     up = torch.randn(sizes.train[0], device=device)
     chunked_name = "triton-chunked"
@@ -516,7 +466,7 @@ def main() -> int:
         print(f"device: CPU dry run (Triton kernels in the interpreter), torch {torch.__version__}")
     sizes = Sizes(args.quick)
     repeat = 1 if args.quick else args.repeat
-    clock = Clock(args.budget_scale * (10 if args.quick and device.type == "cpu" else 1))
+    clock = Clock(BUDGETS, args.budget_scale * (10 if args.quick and device.type == "cpu" else 1))
     reasons = available_backends()
     print("backends: " + ", ".join(f"{k}: {'usable' if v is None else v}" for k, v in reasons.items()))
     triton_ok = reasons["triton"] is None or (device.type == "cpu" and _triton_imports())

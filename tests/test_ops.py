@@ -22,6 +22,7 @@ from mma.ops import (
     selective_scan,
 )
 from mma.ops.dispatch import DEVICE_TYPES
+from mma.ops.testing import scan_inputs
 
 # backends that take the CPU tensors these tests make
 USABLE = [
@@ -46,22 +47,7 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def _inputs(batch=2, dch=20, n=16, length=50, dtype=torch.float32, delta_scale=1.0, seed=0, grad=False):
     """Random inputs in the layouts the model passes (channels-last views for u, delta, z, B, C)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=g, dtype=dtype)
-
-    u = rand(batch, length, dch).transpose(1, 2)
-    delta = (rand(batch, length, dch) * delta_scale).transpose(1, 2)
-    z = rand(batch, length, dch).transpose(1, 2)
-    bc = rand(batch, length, 2 * n)
-    B, C = bc[..., :n].transpose(1, 2), bc[..., n:].transpose(1, 2)
-    A = -torch.exp(rand(dch, n))
-    D, delta_bias = rand(dch), rand(dch) * 0.5
-    tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
-    if grad:
-        tensors = {k: v.detach().clone().requires_grad_(True) for k, v in tensors.items()}
-    return tensors
+    return scan_inputs(batch, dch, length, n, dtype=dtype, delta_scale=delta_scale, seed=seed, grad=grad)
 
 
 @pytest.mark.parametrize("backend", USABLE + TRITON_INTERPRETED)
