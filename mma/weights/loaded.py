@@ -49,6 +49,20 @@ def memory_per_pixel(config: MMAConfig | None) -> int:
     return int(features * (_BYTES_AT_INPUT + _BYTES_PER_OUTPUT_PIXEL * scale * scale) * _MARGIN)
 
 
+def declared_precisions(network: nn.Module) -> tuple[str, ...]:
+    """The precisions a network runs in, as it declares them in a `precisions` attribute (as spandrel's
+    descriptors declare supports_half), else all three: the MMA network runs in each on every scan backend,
+    which keeps its parameters and states in fp32. The engine enforces it; the spandrel integration reports it."""
+    return tuple(getattr(network, "precisions", None) or PRECISIONS)
+
+
+def checked_precisions(precisions: tuple[str, ...]) -> tuple[str, ...]:
+    """`precisions`, or a ConfigError when it names an unknown one or leaves out fp32 (the fallback)."""
+    if set(precisions) - set(PRECISIONS) or "fp32" not in precisions:
+        raise ConfigError(f"precisions must include fp32 and come from {', '.join(PRECISIONS)}: {precisions}")
+    return tuple(precisions)
+
+
 @dataclass(frozen=True)
 class WeightsSource:
     """Where a model's weights came from, enough to load the same weights again and to prove which."""
@@ -84,15 +98,7 @@ class LoadedModel:
         self.network = network
         self.source = source
         self.scale = int(own if own is not None else scale)
-        # The precisions the network runs in: as given, else as the network declares them (a `precisions`
-        # attribute, as spandrel's descriptors declare supports_half), else all three. The engine enforces it.
-        declared = precisions or getattr(network, "precisions", None) or PRECISIONS
-        unknown = sorted(set(declared) - set(PRECISIONS))
-        if unknown or "fp32" not in declared:
-            raise ConfigError(
-                f"precisions must include fp32 and come from {', '.join(PRECISIONS)}: {declared}"
-            )
-        self.precisions = tuple(declared)
+        self.precisions = checked_precisions(precisions or declared_precisions(network))
 
     def supports(self, dtype: torch.dtype) -> bool:
         """Whether the network may run in `dtype` (see `precisions`)."""
