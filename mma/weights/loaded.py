@@ -28,7 +28,7 @@ from mma.model import MMA, MMAConfig
 from mma.runtime import dtype_name
 from mma.weights import hub
 from mma.weights.loading import model_from_file
-from mma.weights.registry import FILE_SUFFIXES, fetch_entry, is_registry_name, lookup_name, scale_mismatch
+from mma.weights.registry import fetch_entry, is_registry_name, lookup_name, scale_mismatch
 
 SourceKind = Literal["registry", "file", "folder", "hub", "module"]
 
@@ -192,6 +192,9 @@ class Located:
     config: Path | None
     source: WeightsSource
 
+
+# Suffixes that mark a name as a file path even when it also looks like `owner/name`.
+FILE_SUFFIXES = frozenset({".safetensors", ".pth", ".pt", ".bin", ".ckpt"})
 
 # Explicit schemes -> the kind of name they announce. `hf-hub:` is timm's spelling; the others are what
 # `str(WeightsSource)` writes, so a printed source loads again.

@@ -24,11 +24,9 @@ from mma.weights import hub
 # model.safetensors, config.json and the model card README.md (so a folder can be pushed to the Hub as it is).
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 # Beside them, the quality measured when they were bundled (weights/bundle.py writes it, `mma models` shows it):
-# {"scale": S, "protocol": "...", "datasets": {"Set5": {"psnr": .., "ssim": .., "bicubic_psnr": .., ...}}}.
+# {"scale": S, "protocol": "...", "datasets": {"Set5": {"psnr": .., "ssim": .., "bicubic_psnr": .., ...}}},
+# with the model card's "hardware" and "batch_and_patch" words, so the card renders from this file.
 SCORES_NAME = "scores.json"
-
-# Suffixes that mark a name as a file path even when it also looks like `owner/name`.
-FILE_SUFFIXES = frozenset({".safetensors", ".pth", ".pt", ".bin", ".ckpt"})
 
 
 @dataclass(frozen=True)
