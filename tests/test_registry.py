@@ -163,6 +163,8 @@ def test_a_printed_source_loads_the_same_weights_again(tmp_path, bundled_dir):
         first = load(name)
         again = load(str(first.source))
         assert again.source == first.source and again.sha256 == first.sha256
+    with pytest.raises(ConfigError, match="mma-t-x2.t91-bsds200 is pinned to revision none, not abc"):
+        load("registry:mma-t-x2@abc")
 
 
 def test_the_scale_mismatch_is_worded_once():

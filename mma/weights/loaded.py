@@ -220,11 +220,15 @@ def local_path(name: str | os.PathLike[str]) -> Path | None:
     if kind not in (None, "file"):
         return None
     path = Path(text).expanduser()
-    if not path.exists():
-        return None
-    if kind is None and path.is_dir() and not (path / hub.WEIGHTS_NAME).is_file() and is_registry_name(text):
-        return None  # a stray folder named like a registry model: the name means the model
-    return path
+    return path if path.exists() and (kind == "file" or _reads_as_path(path, text)) else None
+
+
+def _reads_as_path(path: Path, text: str) -> bool:
+    """Whether a name without a scheme means the local path: a file, a Hub-layout folder, or any other folder
+    unless the name is a registry model's (a stray folder named like a model does not hide it)."""
+    if path.is_file():
+        return True
+    return path.is_dir() and ((path / hub.WEIGHTS_NAME).is_file() or not is_registry_name(text))
 
 
 def locate(name: str | os.PathLike[str], scale: int | None = None, *, force: bool = False) -> Located:
@@ -243,11 +247,9 @@ def locate(name: str | os.PathLike[str], scale: int | None = None, *, force: boo
             raise ConfigError(f"{text}: not a Hub repository id (owner/name[@revision])")
         return _locate_repo(*parsed, force)
     path = Path(text).expanduser()
-    if path.is_file() or (
-        path.is_dir() and ((path / hub.WEIGHTS_NAME).is_file() or not is_registry_name(text))
-    ):
+    if _reads_as_path(path, text):
         return _locate_path(path, text)
-    if is_registry_name(text):  # a stray folder named like a model does not hide it
+    if is_registry_name(text):
         return _locate_entry(text, scale, force)
     parsed = hub.parse_repo_id(text)
     if parsed is not None and path.suffix.lower() not in FILE_SUFFIXES:
@@ -273,8 +275,13 @@ def _locate_path(path: Path, text: str) -> Located:
 
 
 def _locate_entry(text: str, scale: int | None, force: bool) -> Located:
-    """A registry model: its bundled folder, else its pinned Hub file."""
+    """A registry model: its bundled folder, else its pinned Hub file. A printed source may carry the pin
+    (`registry:mma-t-x4.tag@<commit>`), which must be the entry's."""
+    text, _, revision = text.partition("@")
     entry = lookup_name(text, scale)
+    if revision and (entry.hub is None or entry.hub.revision != revision):
+        pinned = entry.hub.revision if entry.hub else "none"
+        raise ConfigError(f"{entry.full_name} is pinned to revision {pinned}, not {revision}")
     weights = fetch_entry(entry, force=force)
     bundled = entry.bundled_file() is not None
     revision = entry.hub.revision if entry.hub and not bundled else None
