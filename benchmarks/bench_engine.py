@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from timing import time_calls
 
 import mma
 from mma.engine import Engine
@@ -31,12 +32,7 @@ def spin(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-
 
 
 def best_of(repeats: int, run) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(time_calls(run, repeats, warmup=0))
 
 
 def threads_table(repeats: int) -> None:

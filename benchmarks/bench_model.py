@@ -15,7 +15,8 @@ import json
 import resource
 import subprocess
 import sys
-import time
+
+from timing import time_calls
 
 MODELS = ("mma-t-x2", "mma-t-x4", "mma-b-x2", "swinir-light-x2")
 
@@ -82,11 +83,7 @@ def measure(name: str, size: int, repeats: int) -> dict:
         model(torch.rand(1, 3, 16, 16))  # compile kernels / allocate once
         x = torch.rand(1, 3, size, size)
         baseline = _rss_bytes()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
+        times = time_calls(lambda: model(x), repeats, warmup=0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "model": name,

@@ -1,7 +1,7 @@
 """ONNX Runtime (CPU) running the exported graph against PyTorch running the network, on the same input.
 
 The graph is exported once with dynamic sizes (or read with --onnx) and timed at every size; PyTorch runs
-the network with the `cpu` scan backend (numba kernels; what `mma upscale` uses on a CPU) and, with
+the network with the `numba` scan backend (numba kernels; what `mma upscale` uses on a CPU) and, with
 --torch-backends, others, e.g. `export` (the formulation the graph was traced from, in eager PyTorch).
 Both sides get the same number of threads. "max diff" is ONNX Runtime against the first PyTorch backend.
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="square LR input sizes")
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
-    parser.add_argument("--torch-backends", nargs="+", default=["cpu"])
+    parser.add_argument("--torch-backends", nargs="+", default=["numba"])
     parser.add_argument("--repeat", type=int, default=3, help="timed calls after one warm-up (minimum kept)")
     parser.add_argument("--onnx", type=Path, help="an exported graph to time (default: export one now)")
     parser.add_argument("--tile", type=int, default=32, help="size the graph is traced at when exporting")

@@ -5,11 +5,11 @@ D skip and SiLU(z) gate on. For each (channels D, length L) it times, at `--batc
 without autograd and forward + backward (gradients of every input), and separately the forward at batch 1.
 Each time is the minimum over `--repeat` calls after one warm-up call (which also compiles the numba kernels);
 the reference runs once. Cases whose autograd tensors would exceed `--max-gib` are skipped and marked so:
-the torch backend and the reference keep (B, D, L, N) tensors for backward, the cpu backend every 64th state.
+the torch backend and the reference keep (B, D, L, N) tensors for backward, the numba backend every 64th state.
 
     python benchmarks/bench_scan.py                  # the full table (takes a while: the reference is slow)
     python benchmarks/bench_scan.py --quick          # batch 2, L = 4096 only
-    python benchmarks/bench_scan.py --configs 96x4096 --backends cpu --no-reference
+    python benchmarks/bench_scan.py --configs 96x4096 --backends numba --no-reference
 """
 
 from __future__ import annotations
@@ -17,39 +17,20 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from collections.abc import Callable
 
 import torch
 from timing import time_calls
 
 from mma.ops import available_backends, reference, selective_scan
+from mma.ops.testing import scan_inputs
 
 DEFAULT_CONFIGS = "96x4096,96x16384,96x65536,384x4096,384x16384"
 # bytes held per (batch, channel, token, state) element by a forward kept for backward (measured roughly);
-# without autograd every backend needs memory for a bounded number of tokens only
-AUTOGRAD_BYTES = {"cpu": 1, "torch": 16, "reference": 48}
-FORWARD_BYTES = {"cpu": 0, "torch": 0, "reference": 0}
-
-
-def make_inputs(batch: int, channels: int, length: int, nstate: int, grad: bool) -> dict[str, torch.Tensor]:
-    """Random scan inputs in the model's layout: (batch, L, D) buffers seen as (batch, D, L)."""
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randn(batch, length, 3 * channels, generator=g)
-    bc = torch.randn(batch, length, 2 * nstate, generator=g)
-    x = {
-        "u": tokens[..., :channels].transpose(1, 2),
-        "delta": (tokens[..., channels : 2 * channels] - 2).transpose(1, 2),
-        "z": tokens[..., 2 * channels :].transpose(1, 2),
-        "B": bc[..., :nstate].transpose(1, 2),
-        "C": bc[..., nstate:].transpose(1, 2),
-        "A": -torch.arange(1, nstate + 1, dtype=torch.float32).repeat(channels, 1),
-        "D": torch.ones(channels),
-        "delta_bias": torch.full((channels,), -3.0),
-    }
-    if grad:
-        x = {k: v.detach().requires_grad_(True) for k, v in x.items()}
-    return x
+# without autograd every backend needs memory for a bounded number of tokens only, except `export`, which builds
+# the (B, D, L, N) tensors of the whole sequence (its figures are estimates, not measurements)
+AUTOGRAD_BYTES = {"numba": 1, "torch": 16, "export": 48, "reference": 48}
+FORWARD_BYTES = {"numba": 0, "torch": 0, "export": 16, "reference": 0}
 
 
 def scan_fn(backend: str) -> Callable[..., torch.Tensor]:
@@ -63,18 +44,16 @@ def best_ms(func: Callable[[], object], repeat: int) -> float:
 
 
 def time_forward(backend: str, batch: int, channels: int, length: int, nstate: int, repeat: int) -> float:
-    x = make_inputs(batch, channels, length, nstate, grad=False)
+    x = scan_inputs(batch, channels, length, nstate)
     fn = scan_fn(backend)
     with torch.no_grad():
         if backend == "reference":  # seconds per call: once, no warm-up
-            start = time.perf_counter()
-            fn(**x)
-            return 1e3 * (time.perf_counter() - start)
+            return 1e3 * time_calls(lambda: fn(**x), 1, warmup=0)[0]
         return best_ms(lambda: fn(**x), repeat)
 
 
 def time_training(backend: str, batch: int, channels: int, length: int, nstate: int, repeat: int) -> float:
-    x = make_inputs(batch, channels, length, nstate, grad=True)
+    x = scan_inputs(batch, channels, length, nstate, grad=True)
     fn = scan_fn(backend)
 
     def step() -> None:
@@ -82,9 +61,7 @@ def time_training(backend: str, batch: int, channels: int, length: int, nstate: 
         torch.autograd.grad(out.float().square().mean(), list(x.values()))
 
     if backend == "reference":
-        start = time.perf_counter()
-        step()
-        return 1e3 * (time.perf_counter() - start)
+        return 1e3 * time_calls(step, 1, warmup=0)[0]
     return best_ms(step, repeat)
 
 

@@ -19,6 +19,7 @@ from math import inf
 from pathlib import Path
 
 import torch
+from timing import time_calls
 
 from mma.ops import resolve_backend
 from mma.train import build_config
@@ -66,19 +67,14 @@ def step_times(
     clock starts, so only the step is timed; `.item()` waits for the device. Steps stop once `limit_s` has
     passed since the first one, so a slow configuration cannot eat a time budget (at least one is timed)."""
     data = PatchDataset(trainer.store, patch, trainer.cfg.seed)
-    batches = list(make_loader(data, IterationBatches(0, warmup + steps, batch), workers=0, pin_memory=False))
-    begin = time.perf_counter()
+    ready = list(make_loader(data, IterationBatches(0, warmup + steps, batch), workers=0, pin_memory=False))
+    pending = iter(ready)
     trainer.model.train()
-    for lr, hr in batches[:warmup]:
-        trainer.step(lr, hr).item()
-    times: list[float] = []
-    for lr, hr in batches[warmup:]:
-        start = time.perf_counter()
-        trainer.step(lr, hr).item()
-        times.append(time.perf_counter() - start)
-        if time.perf_counter() - begin > limit_s:
-            break
-    return times
+
+    def step() -> None:
+        trainer.step(*next(pending)).item()
+
+    return time_calls(step, len(ready) - warmup, warmup=warmup, limit_s=limit_s)
 
 
 def main() -> None:

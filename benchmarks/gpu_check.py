@@ -4,7 +4,7 @@ Run on a machine with a CUDA GPU; without one it says so and exits 0 (unless `--
 printed as lines or markdown tables:
 - parity: each scan on CUDA against the float64 reference computed on the CPU, forward and the gradients of
   every input, forward and reverse: `torch` (both orders), `triton-sequential` and `triton-chunked` (the two
-  kernel families of the `triton` backend, `mma.ops.scan_triton`), `cuda` where mamba-ssm runs; float32
+  kernel families of the `triton` backend, `mma.ops.scan_triton`), `mamba-ssm` where it runs; float32
   must stay within 1e-5 of the largest reference value (gradients 1e-4); fp16/bf16 errors are reported;
 - scan speed: forward without autograd, sequential against chunked kernel, at batch 1 and 16 and L = 512 to
   65,536 (D = 96, N = 16), with the shape rule's choice (`scan_triton.choose_method`) beside each row; then
@@ -22,7 +22,7 @@ section is skipped with a printed line, so the call ends in time. Exit status 1 
     python benchmarks/gpu_check.py --network-only   # the network table alone
     python benchmarks/gpu_check.py --all --quick    # dry run with tiny sizes; on a CPU the Triton
                                                     # kernels run in the interpreter, the network on `cpu`
-    pip install "mma-sr[cuda]"   # mamba-ssm + causal-conv1d, for the cuda backend
+    pip install "mma-sr[cuda]"   # mamba-ssm + causal-conv1d, for the mamba-ssm backend
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from timing import Clock, time_calls
 
 from mma.ops import available_backends, causal_conv1d, reference, scan_torch, scan_triton, selective_scan
+from mma.ops.testing import scan_inputs
 
 TOLERANCE = 1e-5
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -91,51 +93,6 @@ class Sizes:
         self.upscale = (36, 64) if quick else (1080, 1920)
 
 
-class Clock:
-    """Per-section deadlines, so that a slow section cannot eat the time of the ones after it."""
-
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-        self.deadline = float("inf")
-        self.section = ""
-
-    @contextlib.contextmanager
-    def section_of(self, name: str) -> Iterator[None]:
-        self.section, self.deadline = name, time.monotonic() + BUDGETS[name] * self.scale
-        start = time.monotonic()
-        print(f"\n## {name} (budget {BUDGETS[name] * self.scale:.0f} s)", flush=True)
-        try:
-            yield
-        finally:
-            print(f"({name}: {time.monotonic() - start:.0f} s)", flush=True)
-
-    def spent(self, what: str) -> bool:
-        """True (and says so) once the section's time is up: the caller skips `what`."""
-        if time.monotonic() < self.deadline:
-            return False
-        print(f"skipped {what}: the {self.section} budget is spent", flush=True)
-        return True
-
-
-def make_inputs(
-    batch: int, channels: int, length: int, nstate: int = 16, seed: int = 0
-) -> dict[str, torch.Tensor]:
-    """Random CPU float32 inputs in the network's layout (channels-last buffers seen as (batch, D, L))."""
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randn(batch, length, 3 * channels, generator=g)
-    bc = torch.randn(batch, length, 2 * nstate, generator=g)
-    return {
-        "u": tokens[..., :channels].transpose(1, 2),
-        "delta": tokens[..., channels : 2 * channels].transpose(1, 2),
-        "A": -torch.exp(torch.randn(channels, nstate, generator=g)),
-        "B": bc[..., :nstate].transpose(1, 2),
-        "C": bc[..., nstate:].transpose(1, 2),
-        "D": torch.randn(channels, generator=g),
-        "z": tokens[..., 2 * channels :].transpose(1, 2),
-        "delta_bias": torch.randn(channels, generator=g) * 0.5,
-    }
-
-
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double().cpu(), ref.double().cpu()
     if not torch.isfinite(out).all():
@@ -161,16 +118,9 @@ def scan_with(name: str) -> Callable[..., torch.Tensor]:
 
 def wall_ms(func: Callable[[], object], repeat: int) -> float:
     """Minimum milliseconds of `repeat` calls after a warm-up call, waiting for the GPU where there is one."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    func()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * min(
+        time_calls(func, repeat, sync=torch.cuda.synchronize if torch.cuda.is_available() else None)
+    )
 
 
 def timed_ms(func: Callable[[], object], repeat: int, digits: int = 2) -> str:
@@ -201,7 +151,7 @@ def parity_references(sizes: Sizes) -> dict[bool, tuple]:
     """Per direction: the inputs, the upstream weight, and the float64 reference output and gradients."""
     cases = {}
     for reverse in (False, True):
-        x = make_inputs(*sizes.parity, nstate=sizes.nstate)
+        x = scan_inputs(*sizes.parity, nstate=sizes.nstate)
         ref_in = {k: v.double().requires_grad_(True) for k, v in x.items()}
         ref = reference.selective_scan(**ref_in, delta_softplus=True, reverse=reverse)
         weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -237,7 +187,7 @@ def check_parity(name: str, device: torch.device, cases: dict[bool, tuple]) -> b
 
 
 def check_half(name: str, device: torch.device, sizes: Sizes) -> None:
-    x = make_inputs(*sizes.half, nstate=sizes.nstate)
+    x = scan_inputs(*sizes.half, nstate=sizes.nstate)
     ref = reference.selective_scan(**x, delta_softplus=True)
     for dtype in (torch.float16, torch.bfloat16):
         half = {k: v.to(device, dtype) for k, v in x.items()}
@@ -256,12 +206,12 @@ def check_conv(device: torch.device) -> bool:
     for reverse in (False, True):
         ref = reference.causal_conv1d(x, weight, bias, "silu", reverse=reverse)
         out = causal_conv1d(
-            x.to(device), weight.to(device), bias.to(device), "silu", reverse=reverse, backend="cuda"
+            x.to(device), weight.to(device), bias.to(device), "silu", reverse=reverse, backend="mamba-ssm"
         )
         err = rel_err(out, ref)
         ok &= err <= TOLERANCE
         print(
-            f"{'PASS' if err <= TOLERANCE else 'FAIL'} parity conv1d (cuda)    reverse={reverse!s:5s} {err:.1e}"
+            f"{'PASS' if err <= TOLERANCE else 'FAIL'} parity conv1d (mamba-ssm) reverse={reverse!s:5s} {err:.1e}"
         )
     return ok
 
@@ -271,7 +221,7 @@ def scan_speed(names: list[str], device: torch.device, sizes: Sizes, repeat: int
     for batch, channels, length in sizes.scan:
         if clock.spent(f"scan forward ({batch}, {channels}, {length})"):
             return
-        x = {k: v.to(device) for k, v in make_inputs(batch, channels, length, sizes.nstate).items()}
+        x = {k: v.to(device) for k, v in scan_inputs(batch, channels, length, sizes.nstate).items()}
         for name in names:
             with torch.no_grad():
                 ms = timed_ms(lambda n=name, x=x: scan_with(n)(False, **x), repeat, 3)
@@ -291,7 +241,7 @@ def train_scan_speed(names: list[str], device: torch.device, sizes: Sizes, repea
     for batch, channels, length in sizes.train:
         if clock.spent(f"forward + backward ({batch}, {channels}, {length})"):
             return
-        x = make_inputs(batch, channels, length, sizes.nstate)
+        x = scan_inputs(batch, channels, length, sizes.nstate)
         x = {k: v.to(device).requires_grad_(True) for k, v in x.items()}
         upstream = torch.randn(batch, channels, length, device=device)
         for name in names:
@@ -305,9 +255,9 @@ def chunked_sweep(device: torch.device, sizes: Sizes, repeat: int, clock: Clock)
     from mma.ops import _triton_chunked as chunked
 
     shipped = tuple(getattr(chunked, k) for k in ("CHUNK", "BLOCK_D", "GRAD_BLOCK_D", "NUM_WARPS"))
-    fwd = {k: v.to(device) for k, v in make_inputs(*sizes.sweep_forward, nstate=sizes.nstate).items()}
+    fwd = {k: v.to(device) for k, v in scan_inputs(*sizes.sweep_forward, nstate=sizes.nstate).items()}
     train = {
-        k: v.to(device).requires_grad_(True) for k, v in make_inputs(*sizes.train[0], sizes.nstate).items()
+        k: v.to(device).requires_grad_(True) for k, v in scan_inputs(*sizes.train[0], sizes.nstate).items()
     }
     up = torch.randn(sizes.train[0], device=device)
     chunked_name = "triton-chunked"
@@ -501,7 +451,7 @@ def main() -> int:
         "--backends",
         nargs="+",
         help="scans to check (default: torch-loop, torch-chunked, "
-        "triton-sequential, triton-chunked, and cuda where it runs)",
+        "triton-sequential, triton-chunked, and mamba-ssm where it runs)",
     )
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.quick:
@@ -516,7 +466,7 @@ def main() -> int:
         print(f"device: CPU dry run (Triton kernels in the interpreter), torch {torch.__version__}")
     sizes = Sizes(args.quick)
     repeat = 1 if args.quick else args.repeat
-    clock = Clock(args.budget_scale * (10 if args.quick and device.type == "cpu" else 1))
+    clock = Clock(BUDGETS, args.budget_scale * (10 if args.quick and device.type == "cpu" else 1))
     reasons = available_backends()
     print("backends: " + ", ".join(f"{k}: {'usable' if v is None else v}" for k, v in reasons.items()))
     triton_ok = reasons["triton"] is None or (device.type == "cpu" and _triton_imports())
@@ -528,7 +478,7 @@ def main() -> int:
         "torch-loop",
         "torch-chunked",
         *(TRITON_METHODS if triton_ok else ()),
-        *(["cuda"] if reasons["cuda"] is None else []),
+        *(["mamba-ssm"] if reasons["mamba-ssm"] is None else []),
     ]
     timed = [name for name in names if not name.startswith("torch-")] or names  # torch's are known and slow
     ok = True
@@ -536,7 +486,7 @@ def main() -> int:
         with clock.section_of("parity"):
             cases = parity_references(sizes)
             ok = all([check_parity(name, device, cases) for name in names])  # noqa: C419  (run every check)
-            if "cuda" in names:
+            if "mamba-ssm" in names:
                 ok &= check_conv(device)
         with clock.section_of("half"):
             for name in timed:
@@ -550,7 +500,7 @@ def main() -> int:
             with clock.section_of("sweeps"):
                 chunked_sweep(device, sizes, repeat, clock)
     if args.all or args.network or args.network_only:
-        gpu = [name for name in ("cuda", "triton") if reasons[name] is None]
+        gpu = [name for name in ("mamba-ssm", "triton") if reasons[name] is None]
         with clock.section_of("network"):
             network_speed(device, gpu or [None], sizes, max(1, repeat // 2), clock)
     if args.all:

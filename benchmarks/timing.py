@@ -1,17 +1,67 @@
-"""Shared by the benchmark scripts: time a call after one warm-up run."""
+"""Shared by the benchmark scripts: the one timing loop, and the clock that keeps sections to their budgets."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from math import inf
 
 
-def time_calls(func: Callable[[], object], repeat: int) -> list[float]:
-    """Seconds of each of `repeat` calls, after one untimed call (compilation, caches, allocator)."""
-    func()
-    times = []
+def time_calls(
+    func: Callable[[], object],
+    repeat: int,
+    *,
+    warmup: int = 1,
+    sync: Callable[[], object] | None = None,
+    limit_s: float = inf,
+) -> list[float]:
+    """Seconds of each of `repeat` calls, after `warmup` untimed ones (compilation, caches, allocator).
+
+    `sync` waits for a device after each call (e.g. torch.cuda.synchronize), so a GPU's queued work is
+    counted where it was launched. Calls stop once `limit_s` has passed since the first one (warm-up
+    included), so a slow configuration cannot eat a time budget; at least one call is timed.
+    """
+    wait = sync or (lambda: None)
+    begin = time.perf_counter()
+    for _ in range(warmup):
+        func()
+        wait()
+    times: list[float] = []
     for _ in range(repeat):
         start = time.perf_counter()
         func()
+        wait()
         times.append(time.perf_counter() - start)
+        if time.perf_counter() - begin > limit_s:
+            break
     return times
+
+
+class Clock:
+    """Per-section deadlines, so that a slow section cannot eat the time of the ones after it: `budgets`
+    gives each section's seconds, `scale` stretches them all (e.g. 10x for a dry run on a CPU)."""
+
+    def __init__(self, budgets: Mapping[str, float], scale: float = 1.0) -> None:
+        self.budgets = budgets
+        self.scale = scale
+        self.deadline = inf
+        self.section = ""
+
+    @contextlib.contextmanager
+    def section_of(self, name: str) -> Iterator[None]:
+        budget = self.budgets[name] * self.scale
+        self.section, self.deadline = name, time.monotonic() + budget
+        start = time.monotonic()
+        print(f"\n## {name} (budget {budget:.0f} s)", flush=True)
+        try:
+            yield
+        finally:
+            print(f"({name}: {time.monotonic() - start:.0f} s)", flush=True)
+
+    def spent(self, what: str) -> bool:
+        """True (and says so) once the section's time is up: the caller skips `what`."""
+        if time.monotonic() < self.deadline:
+            return False
+        print(f"skipped {what}: the {self.section} budget is spent", flush=True)
+        return True

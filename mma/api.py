@@ -8,7 +8,6 @@ came as. Nothing here prints; the only terminal output is a tqdm bar when the ca
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,8 @@ from mma.imaging.io import (
 )
 from mma.runtime import resolve_device, resolve_dtype
 from mma.tiling import Progress
-from mma.weights.loaded import LoadedModel, check_scale_matches, load
+from mma.weights.cache import load_cached
+from mma.weights.loaded import LoadedModel, load
 from mma.weights.registry import ModelInfo, catalogue
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tensor]
@@ -87,23 +87,7 @@ def load_model(
     chosen = resolve_dtype(dtype, target)
     if isinstance(model, (nn.Module, LoadedModel)):
         return load(model, scale).to(target, chosen)
-    path = Path(os.fspath(model)).expanduser()
-    stamp: tuple[Any, ...] = ()
-    if path.exists():
-        weights = path / "model.safetensors" if path.is_dir() else path
-        parts = [p for p in (weights, path / "config.json") if p.is_file()]
-        stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in parts)
-        model = str(path.resolve())
-    return _load_cached(os.fspath(model), stamp, scale, str(target), chosen)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(
-    name: str, stamp: tuple[Any, ...], scale: int | None, device: str, dtype: torch.dtype
-) -> LoadedModel:
-    loaded = load(name, scale).to(device, dtype)
-    check_scale_matches(loaded, scale)
-    return loaded
+    return load_cached(model, scale, target, chosen)
 
 
 def upscale(

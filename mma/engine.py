@@ -3,7 +3,8 @@
 `mma.upscale`, `mma eval`, training validation, the forward of `mma lam` and the bundling of weights all
 go through an `Engine`, so device, precision, threads, the half-precision NaN fallback, tiling and the
 batching of tiles are decided here and nowhere else. The engine knows the network only through a
-`LoadedModel`; it reads and writes no files.
+`LoadedModel`: given a name instead, it asks the weights loader (`mma.weights.loaded.load`) for one, and
+that is the only file it reads; it writes none.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from torch import nn
 
 from mma.errors import CheckpointError, ConfigError
 from mma.imaging.io import ImageMeta, array_to_float
-from mma.runtime import cpu_threads, default_threads, parse_threads, resolve_device, resolve_dtype
+from mma.runtime import (
+    cpu_threads,
+    default_threads,
+    dtype_name,
+    parse_threads,
+    resolve_device,
+    resolve_dtype,
+)
 from mma.tiling import Progress, TileFn, upscale_tiled
 from mma.weights.loaded import LoadedModel, load
 
@@ -63,8 +71,9 @@ class Engine:
         if overlap < 0:
             raise ConfigError(f"overlap must be zero or more, got {overlap}")
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = load(model, scale).to(self.device, self.dtype)
+        loaded = load(model, scale)
+        self.dtype = supported_dtype(loaded, resolve_dtype(dtype, self.device))
+        self.model = loaded.to(self.device, self.dtype)
         self.threads = parse_threads(threads)
         self._policy: tuple[float, int] | None = None  # (when, threads) of the last policy choice
         self.tile, self.overlap, self.batch, self.alpha = tile, overlap, batch, alpha
@@ -174,6 +183,20 @@ class Engine:
             return parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # no copy without alpha
 
         return run
+
+
+def supported_dtype(model: LoadedModel, dtype: torch.dtype) -> torch.dtype:
+    """`dtype`, or float32 with one warning when the model does not declare it among its precisions (as
+    resolve_dtype falls back when the hardware lacks a half precision)."""
+    if model.supports(dtype):
+        return dtype
+    warnings.warn(
+        f"{model.source.location} does not run in {dtype_name(dtype)} (it declares "
+        f"{', '.join(model.precisions)}): using fp32",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return torch.float32
 
 
 def all_finite(values: torch.Tensor) -> bool:

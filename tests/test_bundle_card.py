@@ -64,7 +64,7 @@ def test_a_run_whose_batch_changed_needs_its_recipe_stated(bundle) -> None:
     stated = "batch 16 with LR patch 48x48 to iteration 30, then batch 32 with 64x64"
     text = bundle.card(META, 3, ours, ours, MIXED_LOG, "a test machine", stated)
     assert f"Adam (0.9, 0.99), {stated}, random flips" in text
-    assert bundle.stated_recipe(text) == stated
+    assert bundle.scores(ours, ours, 3, 40, batch_and_patch=stated)["batch_and_patch"] == stated
     assert "40 iterations, 1K LR patches in all" in text
 
 
@@ -100,12 +100,24 @@ def test_card_is_for_users_with_the_commands_that_reproduce_it(bundle) -> None:
     assert "\n\n\n" not in text
 
 
-def test_card_only_renders_the_numbers_the_card_states(bundle) -> None:
+def test_card_only_renders_the_numbers_scores_json_holds(bundle) -> None:
     text = _card(bundle, 33.50, 29.50)
-    ours, bicubic = bundle.stated_scores(text, 3)
+    measured = (
+        [_result("Set5", 33.50), _result("Set14", 29.50)],
+        [_result("Set5", 30.0), _result("Set14", 27.0)],
+    )
+    stored = json.loads(
+        json.dumps(
+            bundle.scores(
+                *measured, 3, 40, hardware="a test machine", batch_and_patch="batch 16, LR patch 48x48"
+            )
+        )
+    )
+    ours, bicubic = bundle.stored_results(stored)
     assert [(r.name, r.psnr, r.ssim) for r in ours] == [("Set5", 33.5, 0.9), ("Set14", 29.5, 0.9)]
     assert [r.psnr for r in bicubic] == [30.0, 27.0]
-    assert bundle.card(META, 3, ours, bicubic, LOG, "a test machine") == text
+    rendered = bundle.card(META, 3, ours, bicubic, LOG, stored["hardware"], stored["batch_and_patch"])
+    assert rendered == text
 
 
 def test_bundled_cards_are_what_the_template_renders(bundle) -> None:
@@ -114,9 +126,10 @@ def test_bundled_cards_are_what_the_template_renders(bundle) -> None:
         meta = bundle.load_checkpoint(folder / "model.safetensors")[1]
         run = bundle.REPO / "weights" / "training" / folder.name
         shipped = (folder / "README.md").read_text(encoding="utf-8")
-        ours, bicubic = bundle.stated_scores(shipped, meta["scale"])
-        hardware = bundle._table_row(shipped, bundle.HARDWARE_ROW)[0]
-        recipe = bundle.stated_recipe(shipped)
-        assert json.loads((run / "config.json").read_text())["scale"] == meta["scale"]
+        stored = json.loads((folder / bundle.SCORES_NAME).read_text(encoding="utf-8"))
+        ours, bicubic = bundle.stored_results(stored)
+        hardware, recipe = stored["hardware"], stored["batch_and_patch"]
+        assert json.loads((run / "config.json").read_text())["scale"] == meta["scale"] == stored["scale"]
         rendered = bundle.card(meta, meta["scale"], ours, bicubic, bundle.read_log(run), hardware, recipe)
         assert rendered == shipped, folder.name
+        assert f"| {bundle.HARDWARE_ROW} | {hardware} |" in shipped

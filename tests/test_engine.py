@@ -131,6 +131,27 @@ def test_half_precision_on_a_cpu_without_it_is_float32_with_a_warning(monkeypatc
     assert runtime.resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
 
 
+def test_the_engine_keeps_to_the_precisions_the_model_declares(tiny, monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "cpu_has_native", lambda dtype: True)  # the hardware is not what is tested
+    source = mma.weights.loaded.WeightsSource("module", "fp32-only")
+    only_fp32 = LoadedModel(tiny, source, precisions=("fp32",))
+    assert only_fp32.to("cpu", torch.float32).precisions == ("fp32",)
+    with pytest.warns(
+        RuntimeWarning, match=r"fp32-only does not run in bf16 \(it declares fp32\): using fp32"
+    ):
+        engine = Engine(only_fp32, device="cpu", dtype=torch.bfloat16)
+    assert engine.dtype == torch.float32 and engine.model.dtype == torch.float32
+    tiny.precisions = ("fp32", "bf16")  # declared by the network itself
+    try:
+        assert LoadedModel(tiny, source).precisions == ("fp32", "bf16")
+        assert Engine(tiny, device="cpu", dtype=torch.bfloat16).dtype == torch.bfloat16
+    finally:
+        del tiny.precisions
+    assert LoadedModel(tiny, source).precisions == ("fp32", "fp16", "bf16")
+    with pytest.raises(ConfigError, match="precisions must include fp32"):
+        LoadedModel(tiny, source, precisions=("fp16",))
+
+
 def test_devices_are_checked_once_for_everyone() -> None:
     assert runtime.resolve_device("CPU").type == "cpu"
     if not torch.cuda.is_available():

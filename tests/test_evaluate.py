@@ -16,7 +16,7 @@ from mma.evaluate import dataset_name, evaluate_dataset, find_images, read_rgb
 from mma.imaging.resize import imresize, modcrop
 from mma.metrics import psnr, ssim
 
-# Bicubic baselines under BasicSR's conventions (issue 4), from an independent implementation.
+# Bicubic baselines under BasicSR's conventions, from an independent implementation.
 BASELINES = {
     ("Set5", 2): (33.673, 0.9303),
     ("Set5", 3): (30.403, 0.8689),

@@ -177,7 +177,7 @@ def random_authors_state_dict(spec_dir, variant, scale, num_block, seed=0):
 @pytest.mark.parametrize(
     "variant,scale,num_block", [("mma-t", 2, 2), ("mma-t", 3, 2), ("mma-t", 4, 2), ("mma-b", 2, 1)]
 )
-@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 def test_network_equals_independent_float64_reference(spec_dir, variant, scale, num_block, backend):
     from mma.ops import available_backends
 

@@ -22,6 +22,7 @@ from mma.ops import (
     selective_scan,
 )
 from mma.ops.dispatch import DEVICE_TYPES
+from mma.ops.testing import scan_inputs
 
 # backends that take the CPU tensors these tests make
 USABLE = [
@@ -46,22 +47,7 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def _inputs(batch=2, dch=20, n=16, length=50, dtype=torch.float32, delta_scale=1.0, seed=0, grad=False):
     """Random inputs in the layouts the model passes (channels-last views for u, delta, z, B, C)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=g, dtype=dtype)
-
-    u = rand(batch, length, dch).transpose(1, 2)
-    delta = (rand(batch, length, dch) * delta_scale).transpose(1, 2)
-    z = rand(batch, length, dch).transpose(1, 2)
-    bc = rand(batch, length, 2 * n)
-    B, C = bc[..., :n].transpose(1, 2), bc[..., n:].transpose(1, 2)
-    A = -torch.exp(rand(dch, n))
-    D, delta_bias = rand(dch), rand(dch) * 0.5
-    tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
-    if grad:
-        tensors = {k: v.detach().clone().requires_grad_(True) for k, v in tensors.items()}
-    return tensors
+    return scan_inputs(batch, dch, length, n, dtype=dtype, delta_scale=delta_scale, seed=seed, grad=grad)
 
 
 @pytest.mark.parametrize("backend", USABLE + TRITON_INTERPRETED)
@@ -281,10 +267,12 @@ def test_conv_is_causal():
 
 
 def test_unavailable_backend_says_why_and_what_to_install():
-    if available_backends()["cuda"] is None:
-        pytest.skip("the cuda backend is usable here")
-    with pytest.raises(BackendUnavailableError, match=r"'cuda' is unavailable.*pip install mma-sr\[cuda\]"):
-        resolve_backend("cuda", "cpu")
+    if available_backends()["mamba-ssm"] is None:
+        pytest.skip("the mamba-ssm backend is usable here")
+    with pytest.raises(
+        BackendUnavailableError, match=r"'mamba-ssm' is unavailable.*pip install mma-sr\[cuda\]"
+    ):
+        resolve_backend("mamba-ssm", "cpu")
 
 
 def test_cpu_backend_without_numba_says_what_to_install(monkeypatch):
@@ -295,14 +283,14 @@ def test_cpu_backend_without_numba_says_what_to_install(monkeypatch):
         "unavailable_reason",
         lambda: "numba does not work here (x); install it with `pip install numba`",
     )
-    with pytest.raises(BackendUnavailableError, match=r"'cpu' is unavailable.*pip install numba"):
-        resolve_backend("cpu", "cpu")
+    with pytest.raises(BackendUnavailableError, match=r"'numba' is unavailable.*pip install numba"):
+        resolve_backend("numba", "cpu")
     assert resolve_backend(None, "cpu") == "torch"
 
 
 def test_backend_on_wrong_device_is_refused():
     with pytest.raises(BackendUnavailableError, match="CUDA tensors only|unavailable"):
-        resolve_backend("cuda", "cpu")
+        resolve_backend("mamba-ssm", "cpu")
 
 
 def test_unknown_backend_is_a_config_error(monkeypatch):
@@ -317,18 +305,19 @@ def test_env_var_overrides_automatic_choice_and_argument_overrides_env(monkeypat
     monkeypatch.setenv("MMA_SCAN_BACKEND", "torch")
     assert resolve_backend(None, "cpu") == "torch"
     monkeypatch.setenv("MMA_SCAN_BACKEND", "auto")
-    assert resolve_backend(None, "cpu") == ("cpu" if "cpu" in USABLE else "torch")
-    monkeypatch.setenv("MMA_SCAN_BACKEND", "cuda")
+    assert resolve_backend(None, "cpu") == ("numba" if "numba" in USABLE else "torch")
+    monkeypatch.setenv("MMA_SCAN_BACKEND", "mamba-ssm")
     assert resolve_backend("torch", "cpu") == "torch"
 
 
 def test_automatic_choice_on_cpu():
-    assert resolve_backend(None, torch.device("cpu")) == ("cpu" if "cpu" in USABLE else "torch")
+    assert resolve_backend(None, torch.device("cpu")) == ("numba" if "numba" in USABLE else "torch")
     assert resolve_backend("auto", "cpu") in USABLE
 
 
 @pytest.mark.parametrize(
-    ("unavailable", "expected"), [((), "cuda"), (("cuda",), "triton"), (("cuda", "triton"), "torch")]
+    ("unavailable", "expected"),
+    [((), "mamba-ssm"), (("mamba-ssm",), "triton"), (("mamba-ssm", "triton"), "torch")],
 )
 def test_automatic_choice_on_cuda_prefers_mamba_then_triton(monkeypatch, unavailable, expected):
     from mma.ops import dispatch
@@ -337,9 +326,9 @@ def test_automatic_choice_on_cuda_prefers_mamba_then_triton(monkeypatch, unavail
         dispatch,
         "available_backends",
         lambda: {
-            "cpu": None,
+            "numba": None,
             "torch": None,
-            **{name: ("missing" if name in unavailable else None) for name in ("cuda", "triton")},
+            **{name: ("missing" if name in unavailable else None) for name in ("mamba-ssm", "triton")},
         },
     )
     assert resolve_backend(None, "cuda") == expected
@@ -348,3 +337,41 @@ def test_automatic_choice_on_cuda_prefers_mamba_then_triton(monkeypatch, unavail
 def test_triton_backend_on_cpu_tensors_is_refused():
     with pytest.raises(BackendUnavailableError, match="'triton' is unavailable: .*(CUDA|triton)"):
         resolve_backend("triton", "cpu")
+
+
+@pytest.mark.parametrize(("old", "new"), [("cpu", "numba"), ("cuda", "mamba-ssm")])
+def test_old_backend_names_still_work_with_a_deprecation_warning(monkeypatch, old, new):
+    from mma.ops import dispatch
+
+    monkeypatch.setattr(dispatch, "available_backends", lambda: dict.fromkeys(dispatch.BACKENDS))
+    device = dispatch.DEVICE_TYPES[new]
+    with pytest.warns(DeprecationWarning, match=f"'{old}' \\(backend argument\\) is now called '{new}'"):
+        assert resolve_backend(old, device) == new
+    monkeypatch.setenv("MMA_SCAN_BACKEND", old)
+    with pytest.warns(DeprecationWarning, match=f"'{old}' \\(MMA_SCAN_BACKEND\\) is now called '{new}'"):
+        assert resolve_backend(None, device) == new
+
+
+def test_backends_are_named_by_implementation():
+    from mma.ops import dispatch
+
+    assert set(dispatch.BACKENDS) == {"numba", "triton", "torch", "mamba-ssm", "export"}
+    assert set(available_backends()) == set(dispatch.BACKENDS) == set(dispatch.SCANS) == set(dispatch.CONVS)
+
+
+def test_every_backend_function_has_the_protocol_signature():
+    import inspect
+
+    from mma.ops import dispatch, protocol
+
+    for table, shape in ((dispatch.SCANS, protocol.SelectiveScan), (dispatch.CONVS, protocol.CausalConv1d)):
+        expected = [
+            (p.name, p.kind, p.default)
+            for p in list(inspect.signature(shape.__call__).parameters.values())[1:]
+        ]
+        for name, function in table.items():
+            parameters = list(inspect.signature(function).parameters.values())
+            found = [(p.name, p.kind, p.default) for p in parameters[: len(expected)]]
+            assert found == expected, f"{name}: {function.__module__}.{function.__name__}"
+            extras = parameters[len(expected) :]  # a backend's own options: keyword-only, with defaults
+            assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extras), name

@@ -13,26 +13,13 @@ import torch
 from mma.errors import ConfigError
 from mma.model import build_model
 from mma.ops import causal_conv1d, reference, resolve_backend, scan_export, selective_scan
+from mma.ops.testing import scan_inputs
 
 CHUNK = scan_export.CHUNK
 
 
 def _inputs(batch=2, dch=5, n=4, length=50, delta_scale=1.0, a_scale=1.0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=g)
-
-    return {
-        "u": rand(batch, dch, length),
-        "delta": rand(batch, dch, length) * delta_scale,
-        "A": -torch.exp(rand(dch, n)) * a_scale,
-        "B": rand(batch, n, length),
-        "C": rand(batch, n, length),
-        "D": rand(dch),
-        "z": rand(batch, dch, length),
-        "delta_bias": rand(dch) * 0.5,
-    }
+    return scan_inputs(batch, dch, length, n, delta_scale=delta_scale, a_scale=a_scale, seed=seed)
 
 
 def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -117,3 +117,59 @@ def test_repo_ids_go_to_the_hub_with_their_revision(tmp_path, monkeypatch):
 
 def _no_network(*args, **kwargs):
     raise AssertionError("a local path must never reach the Hub")
+
+
+def test_explicit_schemes_say_what_a_name_is(tmp_path, monkeypatch, bundled_dir):
+    """`file:`/`folder:`, `registry:` and timm's `hf-hub:` (or `hub:`) skip the guessing; the forms without a
+    scheme keep working."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = build_model("mma-t", 2, num_feat=8, num_block=1)
+    weights = save_safetensors(model, tmp_path / "mine.safetensors")
+    pretrained = save_pretrained(model, tmp_path / "mma-t")  # a folder named like a registry model
+    assert resolve_weights(f"file:{weights}") == weights
+    assert resolve_weights("file:mma-t").resolve() == pretrained / "model.safetensors"  # the folder, as asked
+    assert resolve_weights(f"folder:{pretrained}") == pretrained / "model.safetensors"
+    with pytest.raises(WeightsNotFoundError, match="no such weights file"):
+        resolve_weights("file:mma-t-x2")
+    with pytest.raises(WeightsNotFoundError, match="no weights for mma-t x2"):
+        resolve_weights("registry:mma-t-x2", None)
+    (bundled_dir / "mma-t-x2").mkdir()
+    save_safetensors(model, bundled_dir / "mma-t-x2" / "model.safetensors")
+    assert resolve_weights("registry:mma-t", 2) == bundled_dir / "mma-t-x2" / "model.safetensors"
+    calls = []
+    monkeypatch.setattr(
+        registry.hub, "download", lambda *args, **kwargs: calls.append((args, kwargs)) or weights
+    )
+    assert resolve_weights("hf-hub:someone/mma-t@v1") == weights  # a repo id that looks like a model name
+    resolve_weights("hub:someone/other")
+    assert [(args[0], kwargs["revision"]) for args, kwargs in calls[::2]] == [
+        ("someone/mma-t", "v1"),
+        ("someone/other", None),
+    ]
+    with pytest.raises(ConfigError, match="not a Hub repository id"):
+        resolve_weights("hf-hub:no-owner")
+
+
+def test_a_printed_source_loads_the_same_weights_again(tmp_path, bundled_dir):
+    from mma.weights.loaded import load
+
+    torch.manual_seed(0)
+    model = build_model("mma-t", 2, num_feat=8, num_block=1)
+    (bundled_dir / "mma-t-x2").mkdir()
+    save_safetensors(model, bundled_dir / "mma-t-x2" / "model.safetensors")
+    save_pretrained(model, tmp_path / "folder")
+    for name in ("mma-t-x2", tmp_path / "folder", tmp_path / "folder" / "model.safetensors"):
+        first = load(name)
+        again = load(str(first.source))
+        assert again.source == first.source and again.sha256 == first.sha256
+    with pytest.raises(ConfigError, match="mma-t-x2.t91-bsds200 is pinned to revision none, not abc"):
+        load("registry:mma-t-x2@abc")
+
+
+def test_the_scale_mismatch_is_worded_once():
+    assert str(registry.scale_mismatch("mma-t-x2", 2, 4)) == (
+        "mma-t-x2 upscales x2, not x4: ask for scale 2 or another model"
+    )
+    with pytest.raises(ConfigError, match="^mma-t-x2 upscales x2, not x4: ask for scale 2"):
+        resolve_weights("mma-t-x2", 4)

@@ -21,6 +21,9 @@ WORK_PERIOD = re.compile(
     rf"\b(?:sessions?|sittings?)\s+\d|\b(?:{_ORDINALS})\s+(?:gpu\s+|cpu\s+|work\s+)?(?:sessions?|sittings?)\b",
     re.IGNORECASE,
 )
+# "issue 5", "issues 3-4", "issue 6's figure", "#12": the tracker's numbers mean nothing to a reader of the
+# repository; say what the thing is. Not "#" comments, Markdown anchors (#onnx) or colours (#ff0000).
+ISSUE_REFERENCE = re.compile(r"\bissues?\s+#?\d|(?<![\w&/$#])#\d+\b(?![\w-])", re.IGNORECASE)
 # Words about how the work was carried out rather than about the project.
 MEANS = re.compile(r"\b(?:device|gpu) tool\b|\blent\b", re.IGNORECASE)
 # Repository paths a text names: docs/ops.md, weights/TRAINING.md, benchmarks/gpu_session.sh, ...
@@ -100,6 +103,30 @@ def test_the_scan_covers_the_documents_and_sources() -> None:
 )
 def test_work_period_pattern(text: str, flagged: bool) -> None:
     assert bool(WORK_PERIOD.search(text)) is flagged
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("Above the FSRCNN bar of issue 5", True),
+        ("as issues 3-4 asked", True),
+        ("for issue 6's LAM figure", True),
+        ("fixed in #12", True),
+        ("see Issue #7", True),
+        ("the issue is the border", False),
+        ("# 1. read the file", False),
+        ("[ONNX](integrations.md#onnx-runtime)", False),
+        ("colour #ff0000 and #123abc", False),
+        ("shell $# and &#39;", False),
+    ],
+)
+def test_issue_reference_pattern(text: str, flagged: bool) -> None:
+    assert bool(ISSUE_REFERENCE.search(text)) is flagged
+
+
+def test_no_issue_numbers() -> None:
+    """Name what a tracker issue decided (e.g. "FSRCNN, the project's minimum") instead of its number."""
+    assert _hits(ISSUE_REFERENCE, TEXTS) == []
 
 
 def test_no_numbered_work_periods() -> None:

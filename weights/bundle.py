@@ -13,15 +13,15 @@ The card is for the wheel's users: what the model is, its data, recipe and hardw
 the commands that reproduce them. Forecasts and development notes (what more training would buy, how each
 resume went) belong in weights/TRAINING.md, which is where to write them. `--card-only` re-renders the card
 of an already bundled model from its stored provenance, the run's log and the scores (and hardware) the
-current card states, without evaluating again and without touching the weights or config.json.
+scores.json, without evaluating again and without touching the weights or config.json. scores.json holds
+every number and statement of the card that the run's files do not (the measured scores, the hardware, the
+batch-and-patch words), so a card is always rendered from data, never read back from its own Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import re
 import sys
 from itertools import pairwise
 from pathlib import Path
@@ -31,6 +31,7 @@ import torch
 from mma.evaluate import DatasetResult, ImageScore, bicubic_upscaler, evaluate_dataset
 from mma.fileio import atomic_write
 from mma.model import MMAConfig
+from mma.train.logs import TRAIN_LOG, VAL_LOG, LogRow, read_train_log
 from mma.train.loop import EMA_FILE
 from mma.weights import load_checkpoint, model_from_file
 from mma.weights.hub import save_pretrained
@@ -39,27 +40,25 @@ from mma.weights.registry import BUNDLED_DIR, SCORES_NAME
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SETS = ("Set5", "Set14")
-# Published PSNR (dB) on (Set5, Set14) per scale: the issue's bar (FSRCNN), aim (VDSR, the same 291 images)
-# and the paper's MMA-T (DF2K, 8 GPUs).
+# Published PSNR (dB) on (Set5, Set14) per scale: the project's minimum (FSRCNN), its aim (VDSR, the same 291
+# images) and the paper's MMA-T (DF2K, 8 GPUs).
 REFERENCES = {
-    "FSRCNN (the bar to clear)": {2: (37.05, 32.66), 3: (33.18, 29.37), 4: (30.72, 27.61)},
+    "FSRCNN": {2: (37.05, 32.66), 3: (33.18, 29.37), 4: (30.72, 27.61)},
     "VDSR, same 291 images (the aim)": {2: (37.53, 33.03), 3: (33.66, 29.77), 4: (31.35, 28.01)},
     "MMA-T, paper (DF2K, 8 GPUs)": {2: (38.17, 33.96), 3: (34.57, 30.45), 4: (32.50, 28.80)},
 }
-MINIMUM = "FSRCNN (the bar to clear)"
+MINIMUM = "FSRCNN"
 OURS_ROW, BICUBIC_ROW, HARDWARE_ROW = "**this model**", "bicubic", "hardware"
 
 
 RELEASE = "release"  # in a main run's folder: the logs of the decay branch that was bundled
-RELEASE_FILES = ("config.json", "train_log.csv", "val_log.csv")
+RELEASE_FILES = ("config.json", TRAIN_LOG, VAL_LOG)
 
 
-def read_log(run: Path) -> list[dict[str, str]]:
+def read_log(run: Path) -> list[LogRow]:
     """The rows of the run's train_log.csv (one every `log_every` iterations, across every resume); for a
     main run whose decay branch was bundled, the branch's (kept in `release/`)."""
-    folder = run / RELEASE if (run / RELEASE / "train_log.csv").is_file() else run
-    with (folder / "train_log.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_train_log(run / RELEASE if (run / RELEASE / TRAIN_LOG).is_file() else run)
 
 
 def keep_release_logs(branch: Path, main_run: Path) -> None:
@@ -75,7 +74,7 @@ def keep_release_logs(branch: Path, main_run: Path) -> None:
             atomic_write(target / name, lambda tmp, data=data: tmp.write_bytes(data))
 
 
-def training_hours(rows: list[dict[str, str]]) -> float:
+def training_hours(rows: list[LogRow]) -> float:
     """Training time from the log: every row covers the steps since the previous one at the logged speed."""
     total, previous = 0.0, 0
     for row in rows:
@@ -85,7 +84,7 @@ def training_hours(rows: list[dict[str, str]]) -> float:
     return total / 3600
 
 
-def lr_summary(rows: list[dict[str, str]]) -> str:
+def lr_summary(rows: list[LogRow]) -> str:
     """The learning rate as the run used it, in one sentence: a resumed run with a longer schedule goes back
     up, which the configured milestones alone would hide; every value is in the run's train_log.csv."""
     rates = [float(row["lr"]) for row in rows]
@@ -97,12 +96,12 @@ def lr_summary(rows: list[dict[str, str]]) -> str:
     return text
 
 
-def row_batch(row: dict[str, str]) -> int:
+def row_batch(row: LogRow) -> int:
     """The batch a log row was trained at: its patches per second over its iterations per second."""
     return round(float(row["patches_per_s"]) / float(row["iters_per_s"]))
 
 
-def batches(rows: list[dict[str, str]]) -> list[tuple[int, int]]:
+def batches(rows: list[LogRow]) -> list[tuple[int, int]]:
     """(batch, last iteration) of each stretch of one batch size, read off the log (patches/s over it/s)."""
     stretches: list[tuple[int, int]] = []
     for row in rows:
@@ -114,7 +113,7 @@ def batches(rows: list[dict[str, str]]) -> list[tuple[int, int]]:
     return stretches
 
 
-def patches_seen(rows: list[dict[str, str]]) -> int:
+def patches_seen(rows: list[LogRow]) -> int:
     """Training patches over the whole run: each row's steps times its batch."""
     total, previous = 0, 0
     for row in rows:
@@ -136,9 +135,19 @@ def measure(model: torch.nn.Module | None, scale: int) -> list[DatasetResult]:
     return [evaluate_dataset(DATA / name, scale, upscaler) for name in SETS]
 
 
-def scores(ours: list[DatasetResult], bicubic: list[DatasetResult], scale: int, iterations: int) -> dict:
-    """The measured quality in the form `mma models` reads (mma.weights.registry.SCORES_NAME)."""
-    return {
+def scores(
+    ours: list[DatasetResult],
+    bicubic: list[DatasetResult],
+    scale: int,
+    iterations: int,
+    *,
+    hardware: str | None = None,
+    batch_and_patch: str | None = None,
+) -> dict:
+    """The measured quality in the form `mma models` reads (mma.weights.registry.SCORES_NAME), with what the
+    card states beside it that the run's files do not say (hardware, batch and patch), so `--card-only`
+    renders the card from this file alone."""
+    stored = {
         "scale": scale,
         "iterations": iterations,
         "protocol": "mma eval: whole images, Y channel, border of `scale` pixels shaved, LR = MATLAB bicubic of "
@@ -148,13 +157,32 @@ def scores(ours: list[DatasetResult], bicubic: list[DatasetResult], scale: int, 
             for r, b in zip(ours, bicubic)
         },
     }
+    card_words = {"hardware": hardware, "batch_and_patch": batch_and_patch}
+    return stored | {key: value for key, value in card_words.items() if value is not None}
+
+
+def stored_results(stored: dict) -> tuple[list[DatasetResult], list[DatasetResult]]:
+    """(ours, bicubic) from a scores.json, so `--card-only` renders the measured numbers without measuring."""
+
+    def results(psnr: str, ssim: str) -> list[DatasetResult]:
+        scale = int(stored["scale"])
+        return [
+            DatasetResult(
+                name,
+                scale,
+                (ImageScore(name, stored["datasets"][name][psnr], stored["datasets"][name][ssim], 0.0),),
+            )
+            for name in SETS
+        ]
+
+    return results("psnr", "ssim"), results("bicubic_psnr", "bicubic_ssim")
 
 
 def cell(result: DatasetResult) -> str:
     return f"{result.psnr:.2f} / {result.ssim:.4f}"
 
 
-def batch_and_patch(recipe: dict, log: list[dict[str, str]], given: str | None) -> str:
+def batch_and_patch(recipe: dict, log: list[LogRow], given: str | None) -> str:
     """The card's words for batch and LR patch: `given`, else the weights' recipe, which holds for the whole
     run only when the log shows one batch size throughout (else ValueError: the card would misstate it)."""
     if given:
@@ -171,7 +199,7 @@ def card(
     scale: int,
     ours: list[DatasetResult],
     bicubic: list[DatasetResult],
-    log: list[dict[str, str]],
+    log: list[LogRow],
     hardware: str,
     recipe_text: str | None = None,
 ) -> str:
@@ -282,48 +310,25 @@ python weights/bundle.py {run} --hardware "..."
 """
 
 
-def _table_row(text: str, label: str) -> list[str]:
-    """The cells after `label` in the card's first table row that starts with it."""
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] == label:
-            return cells[1:]
-    raise ValueError(f"the card has no '{label}' row")
-
-
-def stated_scores(text: str, scale: int) -> tuple[list[DatasetResult], list[DatasetResult]]:
-    """(ours, bicubic) as a card states them, so `--card-only` renders the same numbers without measuring."""
-
-    def results(label: str) -> list[DatasetResult]:
-        found = []
-        for name, value in zip(SETS, _table_row(text, label)):
-            psnr, ssim = (float(part) for part in re.findall(r"[\d.]+", value))
-            found.append(DatasetResult(name, scale, (ImageScore(name, psnr, ssim, 0.0),)))
-        return found
-
-    return results(OURS_ROW), results(BICUBIC_ROW)
-
-
-def stated_recipe(text: str) -> str:
-    """The batch-and-patch words of a card's recipe row, so that `--card-only` keeps them."""
-    cell = _table_row(text, "recipe")[0]
-    match = re.search(r"Adam \([^)]*\), (.*), random flips", cell)
-    if not match:
-        raise ValueError(f"the card's recipe row is not in the template's form: {cell}")
-    return match.group(1)
-
-
 def _rewrite_card(run: Path, hardware: str | None, recipe_text: str | None) -> None:
-    """--card-only: the bundled model of `run` gets a card in the current template, its numbers unchanged."""
+    """--card-only: the bundled model of `run` gets a card in the current template, rendered from its
+    scores.json (whose hardware and batch-and-patch words `hardware` and `recipe_text` replace when given)."""
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     target = BUNDLED_DIR / f"{config['variant']}-x{config['scale']}"
     _, meta = load_checkpoint(target / "model.safetensors")
-    old = (target / "README.md").read_text(encoding="utf-8")
-    ours, bicubic = stated_scores(old, meta["scale"])
-    hardware = hardware or _table_row(old, HARDWARE_ROW)[0]
-    recipe_text = recipe_text or stated_recipe(old)
-    text = card(meta, meta["scale"], ours, bicubic, read_log(run), hardware, recipe_text)
+    stored = json.loads((target / SCORES_NAME).read_text(encoding="utf-8"))
+    stored["hardware"] = hardware or stored.get("hardware")
+    stored["batch_and_patch"] = recipe_text or stored.get("batch_and_patch")
+    for key, option in (("hardware", "--hardware"), ("batch_and_patch", "--recipe")):
+        if not stored[key]:
+            sys.exit(f"error: {target / SCORES_NAME} has no {key}: give it with {option}")
+    ours, bicubic = stored_results(stored)
+    text = card(
+        meta, meta["scale"], ours, bicubic, read_log(run), stored["hardware"], stored["batch_and_patch"]
+    )
     atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    updated = json.dumps(stored, indent=2) + "\n"
+    atomic_write(target / SCORES_NAME, lambda tmp: tmp.write_text(updated, encoding="utf-8"))
     print(target / "README.md")
 
 
@@ -333,7 +338,7 @@ def main() -> None:
     parser.add_argument(
         "--hardware",
         help="what the run was trained on, for the card (required unless "
-        "--card-only, which keeps the card's line by default)",
+        "--card-only, which keeps the one in scores.json by default)",
     )
     parser.add_argument(
         "--recipe",
@@ -343,8 +348,8 @@ def main() -> None:
     parser.add_argument(
         "--card-only",
         action="store_true",
-        help="rewrite the bundled model's card from "
-        "the scores it states: no evaluation, weights and config.json untouched",
+        help="rewrite the bundled model's card from its scores.json: no evaluation, weights and config.json "
+        "untouched",
     )
     args = parser.parse_args()
     if args.card_only:
@@ -363,7 +368,7 @@ def main() -> None:
         )
     log = [row for row in read_log(args.run) if int(row["iteration"]) <= int(meta["iterations"])]
     try:  # before anything is written
-        batch_and_patch(meta["recipe"], log, args.recipe)
+        recipe_text = batch_and_patch(meta["recipe"], log, args.recipe)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     target = BUNDLED_DIR / f"{meta['variant']}-x{scale}"
@@ -371,9 +376,12 @@ def main() -> None:
     save_pretrained(model, target, **provenance)
 
     ours, bicubic = measure(model, scale), measure(None, scale)
-    text = card(meta, scale, ours, bicubic, log, args.hardware, args.recipe)
+    text = card(meta, scale, ours, bicubic, log, args.hardware, recipe_text)
     atomic_write(target / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    measured = json.dumps(scores(ours, bicubic, scale, meta["iterations"]), indent=2) + "\n"
+    stored = scores(
+        ours, bicubic, scale, meta["iterations"], hardware=args.hardware, batch_and_patch=recipe_text
+    )
+    measured = json.dumps(stored, indent=2) + "\n"
     atomic_write(target / SCORES_NAME, lambda tmp: tmp.write_text(measured, encoding="utf-8"))
     keep_release_logs(args.run, REPO / "weights" / "training" / target.name)
     print(f"{target}:\n{measured}", end="")

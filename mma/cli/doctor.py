@@ -17,12 +17,12 @@ def doctor() -> None:
     typer.echo(f"devices: {', '.join(diagnostics.devices())}")
     for check in diagnostics.check_backends():
         if check.reason is not None:
-            typer.echo(f"scan backend {check.name:6s}: unavailable ({check.reason})")
+            typer.echo(f"scan backend {check.name:9s}: unavailable ({check.reason})")
         elif not check.finite:
-            typer.echo(f"scan backend {check.name:6s}: BROKEN (non-finite output)")
+            typer.echo(f"scan backend {check.name:9s}: BROKEN (non-finite output)")
             raise typer.Exit(1)
         else:
             typer.echo(
-                f"scan backend {check.name:6s}: ok (MMA-T x2 smoke run (24, 20) -> {check.output_shape}, "
+                f"scan backend {check.name:9s}: ok (MMA-T x2 smoke run (24, 20) -> {check.output_shape}, "
                 f"max diff to first backend {check.max_difference:.1e})"
             )

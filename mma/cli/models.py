@@ -39,13 +39,16 @@ def models() -> None:
 
 @command("download", help="Fetch a model's weights into the local cache now, so later runs work offline.")
 def download(
-    name: Annotated[str, typer.Argument(help="mma-t, mma-b, or a Hub repository id owner/name[@revision].")],
+    name: Annotated[
+        str,
+        typer.Argument(help="mma-t, mma-b, or a Hub repository id owner/name[@revision] (or hf-hub:...)."),
+    ],
     scale: Annotated[int, typer.Option("--scale", "-s", help="Scale of the registry model (2, 3 or 4).")] = 4,
     force: Annotated[
         bool, typer.Option("--force", help="Download again even when the file is cached.")
     ] = False,
 ) -> None:
-    from mma.weights.registry import resolve_weights
+    from mma.weights.loaded import resolve_weights
 
     typer.echo(str(resolve_weights(name, scale, force=force)))
 

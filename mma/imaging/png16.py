@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import struct
 import zlib
+from functools import cache
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from mma.errors import ImageReadError
@@ -111,15 +111,19 @@ def _chunks(data: bytes, path: str | Path):
         position += 12 + length
 
 
-def _compiled(fn):
-    """njit with numba's on-disk cache, or without it where no cache folder is writable."""
+@cache
+def _unfilter_kernel():
+    """`_unfilter_rows` compiled by numba, on the first 16-bit PNG read: numba is imported here rather than
+    with this module, which every engine reaches through mma.imaging.io, so an 8-bit run never pays for it.
+    With numba's on-disk cache, or without it where no cache folder is writable."""
+    import numba
+
     try:
-        return numba.njit(cache=True)(fn)
+        return numba.njit(cache=True)(_unfilter_rows)
     except RuntimeError:
-        return numba.njit(fn)
+        return numba.njit(_unfilter_rows)
 
 
-@_compiled
 def _unfilter_rows(raw: np.ndarray, height: int, stride: int, bpp: int) -> np.ndarray:
     out = np.empty((height, stride), np.uint8)
     for y in range(height):
@@ -155,7 +159,7 @@ def _unfilter_rows(raw: np.ndarray, height: int, stride: int, bpp: int) -> np.nd
 def unfilter(raw: np.ndarray, height: int, stride: int, bpp: int) -> np.ndarray:
     """Undo PNG's per-row filters (None, Sub, Up, Average, Paeth): (height, stride) bytes."""
     try:
-        return _unfilter_rows(raw, height, stride, bpp)
+        return _unfilter_kernel()(raw, height, stride, bpp)
     except ValueError:
         raise ImageReadError("truncated or corrupt image (unknown PNG filter type)") from None
 

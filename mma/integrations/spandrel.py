@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised only where spandrel i
 
 from mma.errors import ConfigError
 from mma.model import MMA, infer_config
+from mma.weights.loaded import declared_precisions
 from mma.weights.loading import load_weights_into
 
 ARCH_ID = "MMA"
@@ -76,6 +77,7 @@ class MMAArch(Architecture[MMA]):
         config = infer_config(state_dict)
         # Our loader first: a misfit is one line naming expected vs found (spandrel then loads the same dict).
         model = load_weights_into(MMA(config), state_dict).eval()
+        precisions = declared_precisions(model)
         tags = [config.variant, f"{config.num_feat}nf", f"{config.num_block}nb"]
         if config.mixer != "vim+ca":
             tags.append(config.mixer)
@@ -85,9 +87,8 @@ class MMAArch(Architecture[MMA]):
             architecture=self,
             purpose="SR",
             tags=tags,
-            # fp16 and bf16 run on every scan backend (the scan keeps its parameters and states in fp32).
-            supports_half=True,
-            supports_bfloat16=True,
+            supports_half="fp16" in precisions,
+            supports_bfloat16="bf16" in precisions,
             scale=config.scale,
             input_channels=3,
             output_channels=3,

@@ -75,7 +75,7 @@ class MMA(nn.Module):
         return self.config.scale
 
     def set_scan_backend(self, backend: str | None) -> MMA:
-        """Force a selective-scan backend ("cpu", "torch", "cuda", "triton") for every layer; None = automatic."""
+        """Force a selective-scan backend ("numba", "torch", "mamba-ssm", "triton", "export") for every layer; None = automatic."""
         for module in self.modules():
             if hasattr(module, "scan_backend"):
                 module.scan_backend = backend

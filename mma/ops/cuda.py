@@ -1,4 +1,4 @@
-"""The `cuda` backend: mamba-ssm's fused scan and causal-conv1d's kernel, imported only when used.
+"""The `mamba-ssm` backend (formerly called `cuda`): mamba-ssm's fused scan and causal-conv1d's kernel, imported only when used.
 
 Neither package is a hard dependency (`pip install mma-sr[cuda]`), so every import happens inside a
 function and a missing or broken install shows up as a reason string, never as an ImportError on

@@ -1,43 +1,62 @@
 """Choose a scan/conv backend per call: argument, else `MMA_SCAN_BACKEND`, else the best that runs here.
 
-Backends: "cuda" (mamba-ssm + causal-conv1d kernels), "triton" (our Triton scan, CUDA tensors), "cpu"
-(numba-compiled kernels), "torch" (pure PyTorch, any device), "export" (pure PyTorch with the same ops
-for every length, which ONNX exporters can trace; any device, never chosen automatically). Optional ones
-are probed lazily, so a missing package is a reason string in `available_backends()`, and only an explicit
-request for it raises `BackendUnavailableError`.
+Backends are named by what implements them: "numba" (numba-compiled CPU kernels), "triton" (our Triton
+scan, CUDA tensors), "torch" (pure PyTorch, any device), "mamba-ssm" (mamba-ssm + causal-conv1d kernels,
+CUDA tensors), "export" (pure PyTorch with the same ops for every length, which ONNX exporters can trace;
+any device, never chosen automatically). The older names "cpu" (= numba) and "cuda" (= mamba-ssm) still
+work, with a DeprecationWarning. Optional backends are probed lazily, so a missing package is a reason
+string in `available_backends()`, and only an explicit request for it raises `BackendUnavailableError`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import warnings
 
 import torch
 from torch import Tensor
 
 from mma.errors import BackendUnavailableError, ConfigError
 from mma.ops import conv, cuda, scan_cpu, scan_export, scan_torch, scan_triton
+from mma.ops.protocol import CausalConv1d, SelectiveScan
 
 ENV_VAR = "MMA_SCAN_BACKEND"
-BACKENDS = ("cpu", "torch", "cuda", "triton", "export")
-DEVICE_TYPES = {"cpu": "cpu", "cuda": "cuda", "triton": "cuda"}  # the device each compiled backend runs on
+BACKENDS = ("numba", "torch", "mamba-ssm", "triton", "export")
+# Names of earlier releases, which said where a backend runs rather than what it is.
+DEPRECATED_ALIASES = {"cpu": "numba", "cuda": "mamba-ssm"}
+DEVICE_TYPES = {"numba": "cpu", "mamba-ssm": "cuda", "triton": "cuda"}  # the device each compiled one runs on
+# What each device prefers, best first, when no backend is asked for; "torch" runs where none of these can.
+PREFERRED = {"cpu": ("numba",), "cuda": ("mamba-ssm", "triton")}
 
 
 def available_backends() -> dict[str, str | None]:
     """Backend name -> None when it can run on this machine, else the reason it cannot."""
     return {
-        "cpu": scan_cpu.unavailable_reason(),
+        "numba": scan_cpu.unavailable_reason(),
         "torch": None,
-        "cuda": cuda.unavailable_reason(),
+        "mamba-ssm": cuda.unavailable_reason(),
         "triton": scan_triton.unavailable_reason(),
         "export": None,
     }
 
 
+def canonical_name(name: str, source: str = "backend argument") -> str:
+    """The backend's current name: an old alias is translated, with a DeprecationWarning naming the new one."""
+    new = DEPRECATED_ALIASES.get(name)
+    if new is None:
+        return name
+    warnings.warn(
+        f"scan backend {name!r} ({source}) is now called {new!r}; the old name will be removed",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    return new
+
+
 def resolve_backend(name: str | None, device: torch.device | str) -> str:
     """The backend to use for tensors on `device`: `name`, else $MMA_SCAN_BACKEND, else automatic.
 
-    Automatic: on CUDA "cuda" when mamba-ssm imports, else "triton" when triton does; on CPU "cpu" when
+    Automatic: on CUDA "mamba-ssm" when it imports, else "triton" when triton does; on CPU "numba" when
     numba works; else "torch".
     """
     device = torch.device(device)
@@ -46,6 +65,7 @@ def resolve_backend(name: str | None, device: torch.device | str) -> str:
         name, source = os.environ.get(ENV_VAR, "").strip().lower() or None, ENV_VAR
     if name is None or name == "auto":
         return _automatic(device)
+    name = canonical_name(name, source)
     if name not in BACKENDS:
         raise ConfigError(
             f"unknown scan backend {name!r} ({source}); choose one of {', '.join(BACKENDS)} or auto"
@@ -60,21 +80,20 @@ def resolve_backend(name: str | None, device: torch.device | str) -> str:
 
 def _automatic(device: torch.device) -> str:
     reasons = available_backends()
-    preferred = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
-    return next((name for name in preferred if reasons[name] is None), "torch")
+    return next((name for name in PREFERRED.get(device.type, ()) if reasons[name] is None), "torch")
 
 
-_SCANS: dict[str, Callable[..., Tensor]] = {
-    "cpu": scan_cpu.selective_scan,
+SCANS: dict[str, SelectiveScan] = {
+    "numba": scan_cpu.selective_scan,
     "torch": scan_torch.selective_scan,
-    "cuda": cuda.selective_scan,
+    "mamba-ssm": cuda.selective_scan,
     "triton": scan_triton.selective_scan,
     "export": scan_export.selective_scan,
 }
-_CONVS: dict[str, Callable[..., Tensor]] = {
-    "cpu": conv.causal_conv1d,
+CONVS: dict[str, CausalConv1d] = {
+    "numba": conv.causal_conv1d,
     "torch": conv.causal_conv1d,
-    "cuda": cuda.causal_conv1d,
+    "mamba-ssm": cuda.causal_conv1d,
     "triton": conv.causal_conv1d,
     "export": scan_export.causal_conv1d,
 }
@@ -99,7 +118,7 @@ def selective_scan(
     u, delta, z: (batch, Dch, L); A: (Dch, N); B, C: (batch, N, L); D, delta_bias: (Dch,).
     reverse=True scans from the last token to the first. Differentiable w.r.t. every tensor input.
     """
-    scan = _SCANS[resolve_backend(backend, u.device)]
+    scan = SCANS[resolve_backend(backend, u.device)]
     return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
 
 
@@ -116,4 +135,4 @@ def causal_conv1d(
 
     reverse=True gives the anti-causal version (as if x and the output were flipped along L).
     """
-    return _CONVS[resolve_backend(backend, x.device)](x, weight, bias, activation, reverse=reverse)
+    return CONVS[resolve_backend(backend, x.device)](x, weight, bias, activation, reverse=reverse)

@@ -1,4 +1,4 @@
-"""The `cpu` backend: the numba kernels of `mma.ops._cpu_kernels` behind a torch autograd Function.
+"""The `numba` backend (formerly called `cpu`): the numba kernels of `mma.ops._cpu_kernels` behind a torch autograd Function.
 
 Everything (softplus(delta + bias), the recurrence, the C contraction, the D skip, the SiLU(z) gate
 and all their gradients) happens inside the kernels, which read every input in place whatever its
@@ -20,11 +20,13 @@ from torch import Tensor
 
 @cache
 def unavailable_reason() -> str | None:
-    """None when numba imports and the kernels load, else why not."""
+    """None when the kernels load, else why not. numba is a dependency of mma-sr, but an install can still
+    be broken (a numba built for another numpy or llvmlite): then this says so and the dispatcher falls back
+    to the torch backend instead of failing on import. numba itself is imported here, on first use."""
     try:
-        from mma.ops import _cpu_kernels  # noqa: F401  (compiles lazily, on first call)
-    except Exception as exc:  # noqa: BLE001  (numba missing, or incompatible with this numpy/llvmlite)
-        return f"numba does not work here ({exc}); install it with `pip install numba`"
+        from mma.ops import _cpu_kernels  # noqa: F401  (imports numba; compiles lazily, on first call)
+    except Exception as exc:  # noqa: BLE001  (an incompatible numba raises more than ImportError)
+        return f"numba does not work here ({exc}); reinstall it with `pip install --force-reinstall numba`"
     return None
 
 

@@ -1,4 +1,5 @@
-"""Training logs: CSV files that are always written, TensorBoard event files when it is installed.
+"""Training logs: CSV files that are always written, TensorBoard event files when it is installed, and the one
+reader of those CSV files (weights/bundle.py renders model cards from it).
 
 Why CSV first: it needs nothing, survives any environment and is what the training-log tables in the
 docs are made from. On resume, rows past the resumed iteration (written after the last checkpoint by the
@@ -14,15 +15,31 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+TRAIN_LOG, VAL_LOG = "train_log.csv", "val_log.csv"
 TRAIN_COLUMNS = ("iteration", "loss", "lr", "iters_per_s", "patches_per_s")
 VAL_COLUMNS = ("iteration", "set", "images", "psnr", "ssim", "seconds")
 
+LogRow = dict[str, str]
+
+
+def read_rows(path: Path) -> list[LogRow]:
+    """Every row of a CSV log this module writes, each column as written (the caller converts what it uses)."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_train_log(run: Path) -> list[LogRow]:
+    """The rows of a run's train_log.csv (one every `log_every` iterations, across every resume)."""
+    return read_rows(run / TRAIN_LOG)
+
+
+def read_val_log(run: Path) -> list[LogRow]:
+    """The rows of a run's val_log.csv (one per validation set and validation)."""
+    return read_rows(run / VAL_LOG)
+
 
 def _open_csv(path: Path, columns: tuple[str, ...], keep_until: int) -> Any:
-    rows: list[dict[str, str]] = []
-    if path.is_file():
-        with path.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row["iteration"]) <= keep_until]
+    rows = [row for row in read_rows(path) if int(row["iteration"]) <= keep_until] if path.is_file() else []
     handle = path.open("w", newline="")
     writer = csv.DictWriter(handle, fieldnames=columns)
     writer.writeheader()
@@ -35,8 +52,8 @@ class RunLog:
     """Appends training and validation rows under `out` (train_log.csv, val_log.csv, tensorboard/)."""
 
     def __init__(self, out: Path, start_iteration: int) -> None:
-        self._train_file, self._train = _open_csv(out / "train_log.csv", TRAIN_COLUMNS, start_iteration)
-        self._val_file, self._val = _open_csv(out / "val_log.csv", VAL_COLUMNS, start_iteration)
+        self._train_file, self._train = _open_csv(out / TRAIN_LOG, TRAIN_COLUMNS, start_iteration)
+        self._val_file, self._val = _open_csv(out / VAL_LOG, VAL_COLUMNS, start_iteration)
         self._board = None
         try:
             from torch.utils.tensorboard import SummaryWriter

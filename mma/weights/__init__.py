@@ -1,9 +1,12 @@
-"""Weights: reading and writing checkpoint files, the registry of named models, and the Hugging Face Hub."""
+"""Weights, one downward line: hub (files on the Hugging Face Hub) <- registry (named models) <- loaded (one
+`load` for every kind of name) <- cache (placed models shared between callers). checkpoint and loading read and
+write the files themselves; every module imports only those before it."""
 
 from mma.weights.checkpoint import FORMAT_VERSION, load_checkpoint, save_safetensors
-from mma.weights.hub import from_pretrained, save_pretrained
+from mma.weights.hub import save_pretrained
+from mma.weights.loaded import from_pretrained, resolve_weights
 from mma.weights.loading import load_weights_into, model_from_file
-from mma.weights.registry import REGISTRY, HubFile, WeightsEntry, resolve_weights
+from mma.weights.registry import REGISTRY, HubFile, WeightsEntry
 
 __all__ = [
     "FORMAT_VERSION",

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import (
@@ -139,24 +138,6 @@ def save_pretrained(model: MMA, directory: str | os.PathLike[str], **provenance:
     text = json.dumps(model.config.to_dict(), indent=2) + "\n"
     atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return directory
-
-
-def from_pretrained(
-    repo_or_dir: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
-) -> MMA:
-    """A network from a local directory or Hub repo in the ModelHubMixin layout; config.json defines it.
-    The same loader as `mma.load_model` (which returns the network with its source and sha256)."""
-    from mma.weights.loaded import load  # the one loader (it imports this module)
-
-    local = Path(repo_or_dir)
-    if not local.is_dir() and parse_repo_id(os.fspath(repo_or_dir)) is None:
-        raise WeightsNotFoundError(f"{repo_or_dir}: neither a directory nor a Hub repository id (owner/name)")
-    name = os.fspath(repo_or_dir) + (f"@{revision}" if revision and not local.is_dir() else "")
-    return load(name).network.to(device=device, dtype=dtype).eval()
 
 
 def read_config(path: Path) -> MMAConfig:

@@ -1,33 +1,32 @@
 """Which weights a model name means: (variant, scale, tag) -> a file inside the package or a pinned Hub file.
 
 Names follow timm's pretrained tags: `mma-t` (with a scale given apart), `mma-t-x4`, or `mma-t-x4.t91-bsds200`;
-a name without a tag means the model's default tag. A name resolves, in order, to: an existing local file or
-ModelHubMixin directory; a registry entry (the bundled file, else its Hub file, downloaded and checked against
-its sha256); a Hub repository id `owner/name[@revision]`. Entries carry no Hub source until one is actually
-published: no URL or checksum is ever guessed here.
+a name without a tag means the model's default tag. An entry's weights are the bundled file, else its Hub file,
+downloaded and checked against its sha256. Entries carry no Hub source until one is actually published: no URL
+or checksum is ever guessed here. Reading any other kind of name (files, folders, Hub ids) is
+`mma.weights.loaded`'s job, one layer up.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from mma.errors import CheckpointError, ConfigError, WeightsNotFoundError
-from mma.model import SCALES, VARIANTS, check_scale, check_variant
+from mma.model import MMA, SCALES, VARIANTS, MMAConfig, check_scale, check_variant
 from mma.weights import hub
 
 # Weights shipped inside the wheel: one Hub-style folder per model, `<variant>-x<scale>/` holding
 # model.safetensors, config.json and the model card README.md (so a folder can be pushed to the Hub as it is).
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 # Beside them, the quality measured when they were bundled (weights/bundle.py writes it, `mma models` shows it):
-# {"scale": S, "protocol": "...", "datasets": {"Set5": {"psnr": .., "ssim": .., "bicubic_psnr": .., ...}}}.
+# {"scale": S, "protocol": "...", "datasets": {"Set5": {"psnr": .., "ssim": .., "bicubic_psnr": .., ...}}},
+# with the model card's "hardware" and "batch_and_patch" words, so the card renders from this file.
 SCORES_NAME = "scores.json"
-
-# Suffixes that mark a name as a file path even when it also looks like `owner/name`.
-FILE_SUFFIXES = frozenset({".safetensors", ".pth", ".pt", ".bin", ".ckpt"})
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,11 @@ def lookup(variant: str, scale: int, tag: str | None = None) -> WeightsEntry:
     return entry
 
 
+def scale_mismatch(what: str, has: int, asked: int) -> ConfigError:
+    """The one wording of "these weights are another scale than the one asked for"."""
+    return ConfigError(f"{what} upscales x{has}, not x{asked}: ask for scale {has} or another model")
+
+
 def lookup_name(text: str, scale: int | None = None) -> WeightsEntry:
     """The entry a registry name means; a scale inside the name must agree with `scale` (default 4)."""
     parsed = parse_name(text)
@@ -130,9 +134,7 @@ def lookup_name(text: str, scale: int | None = None) -> WeightsEntry:
         )
     variant, named_scale, tag = parsed
     if named_scale is not None and scale is not None and int(scale) != named_scale:
-        raise ConfigError(
-            f"{text} upscales x{named_scale}, not x{scale}: ask for scale {named_scale} or another model"
-        )
+        raise scale_mismatch(text, named_scale, int(scale))
     return lookup(variant, named_scale or scale or 4, tag)
 
 
@@ -140,14 +142,6 @@ def is_registry_name(text: str) -> bool:
     """Whether `text` names a registry model (so a same-named folder or repo id does not shadow it)."""
     parsed = parse_name(text)
     return parsed is not None and parsed[0] in VARIANTS
-
-
-def resolve_weights(name: str | os.PathLike[str], scale: int | None = 4, *, force: bool = False) -> Path:
-    """The local path of the weights `name` means at `scale` (downloading them when needed; `force` downloads
-    again). The scale only selects registry entries: a file or repository holds whatever scale it holds."""
-    from mma.weights.loaded import locate  # the one reading of a name (loaded imports this module)
-
-    return locate(name, scale, force=force).weights
 
 
 def fetch_entry(entry: WeightsEntry, *, force: bool = False) -> Path:
@@ -201,10 +195,6 @@ class ModelInfo:
 
 def catalogue() -> list[ModelInfo]:
     """Every registry model, sorted by variant and scale (parameters counted on the meta device: no memory)."""
-    import torch
-
-    from mma.model import MMA, MMAConfig
-
     rows = []
     for entry in sorted(TAGGED.values(), key=lambda e: (e.variant, e.scale, e.tag)):
         with torch.device("meta"):
