@@ -191,20 +191,42 @@ def test_registry_name_without_weights_says_what_to_do():
         load_model("mma-t", 5, device="cpu")
 
 
-def test_devices_and_dtypes():
-    assert resolve_device("cpu").type == "cpu"
-    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
-        assert resolve_device("auto").type == "cpu"
-        with pytest.raises(ConfigError, match="cuda"):
-            resolve_device("cuda")
-    with pytest.raises(ConfigError):
+def test_devices_without_a_gpu(host, monkeypatch):
+    host.cuda(0)
+    assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
         resolve_device("toaster")
     cpu = torch.device("cpu")
-    assert resolve_dtype("auto", cpu) == torch.float32
-    assert resolve_dtype("bf16", cpu) == torch.bfloat16 and resolve_dtype("fp16", cpu) == torch.float16
-    assert resolve_dtype(None, cpu) == torch.float32
-    with pytest.raises(ConfigError):
+    assert resolve_dtype("auto", cpu) == torch.float32 and resolve_dtype(None, cpu) == torch.float32
+    with pytest.raises(ConfigError, match="fp8"):
         resolve_dtype("fp8", cpu)
+
+
+def test_devices_with_gpus(host, monkeypatch):
+    host.cuda(2, bf16=False)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("auto") == torch.device("cuda", 1)  # torchrun's rank 3 on a two-GPU machine
+    assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match="has 2 CUDA GPU"):
+        resolve_device("cuda:2")
+    assert resolve_dtype("auto", torch.device("cuda", 0)) == torch.float16
+    host.cuda(1, bf16=True)
+    assert resolve_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+
+
+@pytest.mark.parametrize("fp16", [True, False])
+@pytest.mark.parametrize("bf16", [True, False])
+def test_half_precision_on_a_cpu_follows_its_native_support(host, fp16, bf16):
+    host.native(fp16=fp16, bf16=bf16)
+    cpu = torch.device("cpu")
+    for name, native, dtype in (("fp16", fp16, torch.float16), ("bf16", bf16, torch.bfloat16)):
+        if native:
+            assert resolve_dtype(name, cpu) == dtype
+        else:
+            with pytest.warns(RuntimeWarning, match=f"no native {name}"):
+                assert resolve_dtype(name, cpu) == torch.float32
 
 
 class HalfBreaks(nn.Module):
@@ -221,7 +243,8 @@ class HalfBreaks(nn.Module):
         return y * float("nan") if x.dtype != torch.float32 else y
 
 
-def test_half_precision_nan_is_recomputed_in_float32_with_one_warning():
+def test_half_precision_nan_is_recomputed_in_float32_with_one_warning(host):
+    host.native(fp16=False, bf16=True)  # bf16 is emulated where not native: slow, but the same numbers
     array = RNG.random((20, 20, 3)).astype(np.float32)
     net = HalfBreaks()
     with pytest.warns(RuntimeWarning, match="float32") as caught:

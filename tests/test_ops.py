@@ -22,6 +22,7 @@ from mma.ops import (
     selective_scan,
 )
 from mma.ops.dispatch import DEVICE_TYPES
+from mma.runtime import assumed_absent
 
 # backends that take the CPU tensors these tests make
 USABLE = [
@@ -32,7 +33,9 @@ USABLE = [
 # The Triton kernels, run by Triton's interpreter on CPU tensors where there is no GPU: slow (a few ms per
 # token), so they take the short cases only, but every line of the kernels runs against the reference.
 TRITON_INTERPRETED = (
-    ["triton-interpreted"] if importlib.util.find_spec("triton") and not torch.cuda.is_available() else []
+    ["triton-interpreted"]
+    if importlib.util.find_spec("triton") and not assumed_absent("triton") and not torch.cuda.is_available()
+    else []
 )
 if TRITON_INTERPRETED:
     os.environ["TRITON_INTERPRET"] = "1"  # read when mma.ops._triton_kernels is first imported

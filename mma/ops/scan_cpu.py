@@ -17,10 +17,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mma.runtime import absent_reason, assumed_absent
+
+
+def unavailable_reason() -> str | None:
+    """None when numba imports and the kernels load (and $MMA_ASSUME_ABSENT does not name numba), else why not."""
+    if assumed_absent("numba"):
+        return absent_reason("numba")
+    return _import_failure()
+
 
 @cache
-def unavailable_reason() -> str | None:
-    """None when numba imports and the kernels load, else why not."""
+def _import_failure() -> str | None:
     try:
         from mma.ops import _cpu_kernels  # noqa: F401  (compiles lazily, on first call)
     except Exception as exc:  # noqa: BLE001  (numba missing, or incompatible with this numpy/llvmlite)
