@@ -2,7 +2,8 @@
 
 The public face of the layers below: the weights loader gives a LoadedModel, the engine runs it (device,
 precision, threads, tiles), imaging turns the input into float planes and the result back into the kind it
-came as. Nothing here prints; the only terminal output is a tqdm bar when the caller asks for `progress=True`.
+came as. Nothing here prints; the only terminal output is progress (mma.progress) when the caller asks for
+`progress=True`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mma.imaging.io import (
     write_image,
     write_pixels,
 )
+from mma.progress import TileProgressBar
 from mma.runtime import resolve_device, resolve_dtype
 from mma.tiling import Progress
 from mma.weights.loaded import LoadedModel, check_scale_matches, load
@@ -228,28 +230,3 @@ def _upscale_tensor(engine: Engine, image: torch.Tensor, progress: bool | Progre
             engine, batch[index], meta, out=result[index].numpy().transpose(1, 2, 0), progress=progress
         )
     return result.reshape(*image.shape[:-2], *result.shape[-2:]).to(image.device, image.dtype)
-
-
-class TileProgressBar:
-    """A tiling progress callback drawing a tqdm bar (on stderr), closed on exit; restarts when a retry
-    with smaller tiles changes the total. Extra keyword arguments go to tqdm (desc, position, ...)."""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = {"unit": "tile", "leave": False, "desc": "upscale", **options}
-        self.bar: Any = None
-
-    def __enter__(self) -> Progress:
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        if self.bar is None or self.bar.total != total or done < self.bar.n:
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = tqdm(total=total, **self.options)
-        self.bar.update(done - self.bar.n)
-
-    def __exit__(self, *_: object) -> None:
-        if self.bar is not None:
-            self.bar.close()

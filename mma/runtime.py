@@ -138,7 +138,9 @@ def assumed_absent(capability: str) -> bool:
 
 def absent_reason(capability: str) -> str:
     """Why a capability that $MMA_ASSUME_ABSENT names is missing, for the backends' reason strings."""
-    return f"{capability} is taken as absent here ({ASSUME_ABSENT_ENV}={os.environ.get(ASSUME_ABSENT_ENV, '')})"
+    return (
+        f"{capability} is taken as absent here ({ASSUME_ABSENT_ENV}={os.environ.get(ASSUME_ABSENT_ENV, '')})"
+    )
 
 
 def cuda_device_count() -> int:

@@ -23,7 +23,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if HAS_TRITON and DEVICE == "cpu":
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel modules are first imported
 
-pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (or MMA_ASSUME_ABSENT names it)")
+pytestmark = pytest.mark.skipif(
+    not HAS_TRITON, reason="triton is not installed (or MMA_ASSUME_ABSENT names it)"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
