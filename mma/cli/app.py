@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +39,15 @@ def _options(
     ),
 ) -> None:
     """MMA super-resolution: upscale, evaluate and train the Vision-Mamba + channel-attention network."""
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep library log lines (huggingface_hub's "Retrying in 8s" and the like) out of the CLI's output: what
+    goes wrong reaches the user as one `error:` line. HF_HUB_VERBOSITY set by the user still wins."""
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # read when huggingface_hub is imported
+    level = logging.getLevelName(os.environ["HF_HUB_VERBOSITY"].upper())
+    logging.getLogger("huggingface_hub").setLevel(level if isinstance(level, int) else logging.ERROR)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
