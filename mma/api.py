@@ -26,6 +26,7 @@ from mma.imaging.io import FORMATS as OUTPUT_FORMATS
 from mma.imaging.io import (
     ImageMeta,
     array_to_pil,
+    check_unit_range,
     format_for,
     made_by_mma,
     pil_to_float,
@@ -220,7 +221,9 @@ def _upscale_tensor(engine: Engine, image: torch.Tensor, progress: bool | Progre
         raise ImageReadError(f"zero-size image tensor of shape {tuple(image.shape)}")
     if not torch.isfinite(image).all():
         raise ImageReadError("image tensor contains NaN or infinite values")
-    batch = image.reshape(-1, *image.shape[-3:]).detach().to("cpu", torch.float32).clamp(0, 1)
+    batch = image.reshape(-1, *image.shape[-3:]).detach().to("cpu", torch.float32)
+    check_unit_range(float(batch.min()), float(batch.max()), "image tensor")
+    batch = batch.clamp(0, 1)
     channels = batch.shape[1]
     meta = ImageMeta(3 if channels >= 3 else 1, channels in (2, 4), 8)
     scale = engine.scale

@@ -292,6 +292,37 @@ def test_bad_inputs():
         upscale("/nonexistent/picture.png", 2, net)
 
 
+def test_float_input_in_0_to_255_is_refused_in_one_line_naming_the_fix():
+    from mma.errors import ValueRangeError
+
+    net = HalfBreaks()
+    array = RNG.random((6, 5, 3)).astype(np.float32) * 255
+    with pytest.raises(
+        ValueRangeError, match=r"values from .* to \d+.*must be in \[0, 1\]: divide by 255"
+    ) as info:
+        upscale(array, 2, net, tile=None)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueRangeError, match="divide by 255"):
+        upscale(torch.from_numpy(array).permute(2, 0, 1), 2, net, tile=None)
+    with pytest.raises(ValueRangeError, match="scale it to"):
+        upscale(array * 1000, 2, net, tile=None)
+    with pytest.raises(ValueRangeError, match=r"from -0\.\d+ .*\(x \+ 1\) / 2"):
+        upscale(array / 255 * 2 - 1, 2, net, tile=None)  # [-1, 1], as some networks take
+    np.testing.assert_allclose(
+        upscale(array / 255, 2, net, tile=None), (array / 255).repeat(2, 0).repeat(2, 1)
+    )
+
+
+def test_a_small_float_overshoot_is_clipped_with_a_warning_and_rounding_silently(recwarn):
+    net = HalfBreaks()
+    array = np.linspace(0, 1, 6 * 5 * 3, dtype=np.float32).reshape(6, 5, 3)
+    upscale(array * (1 + 1e-4), 2, net, tile=None)
+    assert not [w for w in recwarn if "clipped" in str(w.message)]
+    with pytest.warns(RuntimeWarning, match=r"values from 0 to 1.1; clipped to \[0, 1\]"):
+        result = upscale(array * 1.1, 2, net, tile=None)
+    assert result.max() == 1.0
+
+
 def test_training_module_is_left_in_training_mode():
     net = HalfBreaks().train()
     upscale(np.zeros((4, 4, 3), np.uint8), 2, net, tile=None)
