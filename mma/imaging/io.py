@@ -67,7 +67,7 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
             with Image.open(path) as image:
                 _warn_if_precision_lost(image, path)
                 image.load()
-                return ImageOps.exif_transpose(image)
+                return _upright_image(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageReadError(
             f"{path}: over the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
@@ -191,6 +191,18 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
             if converted is not None:
                 return converted
     return image.convert("RGB")
+
+
+def _upright_image(image: Image.Image) -> Image.Image:
+    """`image` turned upright by its EXIF orientation, which is then 1 (Pillow's exif_transpose removes the tag;
+    keeping it at 1 tells every viewer the pixels need no turning, as docs/cli.md promises)."""
+    had_orientation = ORIENTATION_TAG in image.getexif()
+    upright = ImageOps.exif_transpose(image)
+    if had_orientation:
+        exif = upright.getexif()
+        exif[ORIENTATION_TAG] = 1
+        upright.info["exif"] = exif.tobytes()
+    return upright
 
 
 def _upright(exif: Image.Exif) -> bytes | None:
