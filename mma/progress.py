@@ -33,7 +33,8 @@ class Meter:
     """Progress of one job: `set(done, total)` as it goes (fractions allowed), `note` for what it is doing.
 
     `total=None`: the amount of work is unknown, so only the elapsed time shows. `stream` defaults to stderr;
-    `terminal` (default: `stream.isatty()`) chooses a bar or plain lines; `disable=True` shows nothing.
+    `terminal` (default: `stream.isatty()`) chooses a bar or plain lines, the latter at most every `every`
+    seconds (default PLAIN_EVERY_S); `disable=True` shows nothing.
     Extra keyword arguments go to tqdm (position, leave, ...). Use it as a context manager, or `close()` it.
     """
 
@@ -46,13 +47,14 @@ class Meter:
         stream: TextIO | None = None,
         terminal: bool | None = None,
         disable: bool = False,
-        every: float = PLAIN_EVERY_S,
+        every: float | None = None,
         **options: Any,
     ) -> None:
         self.desc, self.total, self.unit, self.done, self.note = desc, total, unit, 0.0, ""
         self.stream = stream if stream is not None else sys.stderr
         self.terminal = _is_terminal(self.stream) if terminal is None else terminal
-        self.disable, self.every, self.options = disable, every, options
+        self.disable, self.options = disable, options
+        self.every = PLAIN_EVERY_S if every is None else every
         self.started = self._last_line = time.monotonic()
         self._bar: Any = None
         self._lock = threading.Lock()

@@ -266,3 +266,13 @@ def test_cli_reports_a_window_outside_the_output(tiny_weights, picture, tmp_path
     assert result.exit_code == 1
     assert result.stderr.startswith("error: window 16x16 at x=18")
     assert not (tmp_path / "h.png").exists()
+
+
+def test_cli_progress_in_a_log_is_plain_lines(tiny_weights, picture, tmp_path, monkeypatch):
+    from mma import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # every report gets its line
+    args = ("--x", 4, "--y", 6, "-w", 8, "--model", tiny_weights, "--steps", 4, "--batch", 2)
+    result = run_cli(picture, *args, "-o", tmp_path / "map.png")
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.stderr and "LAM: 100%, 4/4 path steps" in result.stderr
