@@ -103,9 +103,11 @@ def test_batching_does_not_change_the_result(texture):
 
 def test_model_mode_is_restored_and_numpy_input_accepted(texture):
     model = conv_sr(2).float().train()
+    frozen = next(model.parameters()).requires_grad_(False)
     pixels = (texture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     result = lam(model, pixels, 0, 0, 4, steps=2)
     assert model.training
+    assert not frozen.requires_grad and all(p.requires_grad for p in list(model.parameters())[1:])
     assert result.attribution.shape == (24, 24)
     assert np.isfinite(result.diffusion_index)
 
