@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from mma.errors import MMAError
 
@@ -56,6 +59,27 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+class Command(TyperCommand):
+    """A typer command whose help names a repeatable argument `INPUT...` rather than `INPUT <list[str]>`
+    (typer prints the Python annotation, which means nothing to a user)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        write_dl = formatter.write_dl
+
+        def plain(rows: Any, *args: Any, **kwargs: Any) -> None:
+            rows = [(_LIST_TYPE.sub("...", name), text) for name, text in rows]
+            write_dl(rows, *args, **kwargs)
+
+        formatter.write_dl = plain  # type: ignore[method-assign]
+        try:
+            super().format_options(ctx, formatter)
+        finally:
+            del formatter.write_dl
+
+
+_LIST_TYPE = re.compile(r" <list\[\w+\]>")
+
+
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """`app.command` that turns `MMAError` into one line on stderr and exit status 1, without a traceback."""
 
@@ -69,7 +93,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
             except KeyboardInterrupt:
                 raise fail("interrupted", code=130) from None
 
-        return app.command(*args, **kwargs)(guarded)
+        return app.command(*args, **{"cls": Command, **kwargs})(guarded)
 
     return register
 
