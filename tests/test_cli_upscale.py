@@ -411,3 +411,17 @@ def test_named_model_without_weights_says_what_to_do(tmp_path):
     result = CliRunner().invoke(app, ["upscale", str(source), "-m", "mma-b", "-s", "3"])
     assert result.exit_code == 1 and "mma convert" in errors(result)[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_progress_in_a_log_is_plain_lines_and_quiet_has_none(run, tmp_path, monkeypatch):
+    from mma import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # every report gets its line, as a long image would
+    source = picture(tmp_path / "a.png", size=(20, 16))
+    result = run(source, "--tile", "0")  # whole image: one tile, advancing block by block
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("a.png: ")]
+    assert lines and "\r" not in result.stderr and lines[-1].startswith("a.png: finished in ")
+    assert any(line.startswith("a.png: 100%") for line in lines)
+    quiet = run(source, "--tile", "0", "--force", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
