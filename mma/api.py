@@ -131,7 +131,7 @@ def upscale(
     from free memory; `None`/`0` runs the whole image at once. `batch` tiles run per forward ("auto": as
     many as fit on a GPU). `threads`: CPU threads (default: one per idle CPU). `alpha="resize"` upscales
     transparency with a bicubic resize, `"model"` runs it through the network as a grey image. `progress`
-    is a callback `(done_tiles, total_tiles)` or True for a tqdm bar.
+    is a callback `(done_tiles, total_tiles)` or True for `mma.progress.TileProgressBar` on stderr.
     """
     target = resolve_device(device)
     chosen = resolve_dtype(dtype, target)  # once: a refused half precision warns once
@@ -177,7 +177,7 @@ def upscale_pixels(
     out_dtype: np.dtype | type | None = None,
     progress: bool | Progress = False,
 ) -> np.ndarray:
-    """`Engine.upscale_pixels` with `progress=True` drawing a tqdm bar."""
+    """`Engine.upscale_pixels` with `progress=True` showing `TileProgressBar`."""
     with _progress(progress) as report:
         return engine.upscale_pixels(pixels, meta, out=out, out_dtype=out_dtype, progress=report)
 
@@ -200,7 +200,7 @@ def upscale_file(
 
 @contextlib.contextmanager
 def _progress(progress: bool | Progress) -> Iterator[Progress | None]:
-    """The Progress callback for `progress`: the caller's own, a tqdm bar (closed on exit) for True, or None."""
+    """The Progress callback for `progress`: the caller's own, a TileProgressBar (closed on exit) for True, or None."""
     if callable(progress):
         yield progress
     elif progress:
