@@ -4,6 +4,7 @@ forward that advances block by block."""
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import numpy as np
@@ -33,14 +34,16 @@ def test_the_tile_bar_lives_in_progress_and_is_still_importable_from_api():
 
 def test_a_log_gets_sparse_plain_lines_never_a_redrawn_bar(fast_ticks):
     log = io.StringIO()  # not a terminal: what a pipe or a CI log is
+    started = time.monotonic()
     with Meter("job", total=100, stream=log, every=0.05) as meter:
-        for done in range(0, 101, 10):
+        for done in range(0, 101, 2):
             meter.set(done)
-            time.sleep(0.02)
+            time.sleep(0.005)
+    took = time.monotonic() - started
     text = log.getvalue()
     lines = text.splitlines()
     assert "\r" not in text and "|" not in text  # no tqdm bar and no carriage returns
-    assert 2 <= len(lines) <= 8  # about one line per 0.05 s of a 0.22 s job, not one per update
+    assert 2 <= len(lines) <= took / 0.05 + 2 < 51  # one line per 0.05 s at most, not one per update
     assert all(line.startswith("job: ") for line in lines)
     assert "% " not in lines[0] and "elapsed" in lines[0]
     assert lines[-1].startswith("job: finished in ")
@@ -78,7 +81,7 @@ def test_elapsed_time_moves_while_one_long_step_runs(fast_ticks):
         meter.stage("tracing")
         time.sleep(0.2)  # one long call that reports nothing
     lines = log.getvalue().splitlines()
-    assert len(lines) >= 3 and lines[0] == "export: tracing, 0 s elapsed"
+    assert len(lines) >= 3 and re.fullmatch(r"export: tracing, \d+ s elapsed", lines[0])
 
 
 def test_disabled_shows_nothing_anywhere():
