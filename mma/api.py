@@ -2,7 +2,8 @@
 
 The public face of the layers below: the weights loader gives a LoadedModel, the engine runs it (device,
 precision, threads, tiles), imaging turns the input into float planes and the result back into the kind it
-came as. Nothing here prints; the only terminal output is a tqdm bar when the caller asks for `progress=True`.
+came as. Nothing here prints; the only terminal output is progress (mma.progress) when the caller asks for
+`progress=True`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mma.imaging.io import FORMATS as OUTPUT_FORMATS
 from mma.imaging.io import (
     ImageMeta,
     array_to_pil,
+    check_unit_range,
     format_for,
     made_by_mma,
     pil_to_float,
@@ -33,6 +35,7 @@ from mma.imaging.io import (
     write_image,
     write_pixels,
 )
+from mma.progress import TileProgressBar
 from mma.runtime import resolve_device, resolve_dtype
 from mma.tiling import Progress
 from mma.weights.cache import load_cached
@@ -112,7 +115,7 @@ def upscale(
     from free memory; `None`/`0` runs the whole image at once. `batch` tiles run per forward ("auto": as
     many as fit on a GPU). `threads`: CPU threads (default: one per idle CPU). `alpha="resize"` upscales
     transparency with a bicubic resize, `"model"` runs it through the network as a grey image. `progress`
-    is a callback `(done_tiles, total_tiles)` or True for a tqdm bar.
+    is a callback `(done_tiles, total_tiles)` or True for `mma.progress.TileProgressBar` on stderr.
     """
     target = resolve_device(device)
     chosen = resolve_dtype(dtype, target)  # once: a refused half precision warns once
@@ -158,7 +161,7 @@ def upscale_pixels(
     out_dtype: np.dtype | type | None = None,
     progress: bool | Progress = False,
 ) -> np.ndarray:
-    """`Engine.upscale_pixels` with `progress=True` drawing a tqdm bar."""
+    """`Engine.upscale_pixels` with `progress=True` showing `TileProgressBar`."""
     with _progress(progress) as report:
         return engine.upscale_pixels(pixels, meta, out=out, out_dtype=out_dtype, progress=report)
 
@@ -181,7 +184,7 @@ def upscale_file(
 
 @contextlib.contextmanager
 def _progress(progress: bool | Progress) -> Iterator[Progress | None]:
-    """The Progress callback for `progress`: the caller's own, a tqdm bar (closed on exit) for True, or None."""
+    """The Progress callback for `progress`: the caller's own, a TileProgressBar (closed on exit) for True, or None."""
     if callable(progress):
         yield progress
     elif progress:
@@ -202,7 +205,9 @@ def _upscale_tensor(engine: Engine, image: torch.Tensor, progress: bool | Progre
         raise ImageReadError(f"zero-size image tensor of shape {tuple(image.shape)}")
     if not torch.isfinite(image).all():
         raise ImageReadError("image tensor contains NaN or infinite values")
-    batch = image.reshape(-1, *image.shape[-3:]).detach().to("cpu", torch.float32).clamp(0, 1)
+    batch = image.reshape(-1, *image.shape[-3:]).detach().to("cpu", torch.float32)
+    check_unit_range(float(batch.min()), float(batch.max()), "image tensor")
+    batch = batch.clamp(0, 1)
     channels = batch.shape[1]
     meta = ImageMeta(3 if channels >= 3 else 1, channels in (2, 4), 8)
     scale = engine.scale
@@ -212,28 +217,3 @@ def _upscale_tensor(engine: Engine, image: torch.Tensor, progress: bool | Progre
             engine, batch[index], meta, out=result[index].numpy().transpose(1, 2, 0), progress=progress
         )
     return result.reshape(*image.shape[:-2], *result.shape[-2:]).to(image.device, image.dtype)
-
-
-class TileProgressBar:
-    """A tiling progress callback drawing a tqdm bar (on stderr), closed on exit; restarts when a retry
-    with smaller tiles changes the total. Extra keyword arguments go to tqdm (desc, position, ...)."""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = {"unit": "tile", "leave": False, "desc": "upscale", **options}
-        self.bar: Any = None
-
-    def __enter__(self) -> Progress:
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        if self.bar is None or self.bar.total != total or done < self.bar.n:
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = tqdm(total=total, **self.options)
-        self.bar.update(done - self.bar.n)
-
-    def __exit__(self, *_: object) -> None:
-        if self.bar is not None:
-            self.bar.close()

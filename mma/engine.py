@@ -21,6 +21,7 @@ from torch import nn
 
 from mma.errors import CheckpointError, ConfigError
 from mma.imaging.io import ImageMeta, array_to_float
+from mma.progress import forward_progress
 from mma.runtime import (
     cpu_threads,
     default_threads,
@@ -98,7 +99,7 @@ class Engine:
         if out is None:
             channels, height, width = pixels.shape
             out = np.empty((height * self.scale, width * self.scale, channels), dtype=out_dtype or meta.dtype)
-        with self.running():
+        with self.running(), forward_progress(self.model.network, progress):
             return upscale_tiled(
                 self._tile_function(meta),
                 pixels,

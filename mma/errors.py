@@ -35,6 +35,10 @@ class ImageReadError(MMAError):
     """An input is missing, not an image, truncated, empty or too large to decode safely."""
 
 
+class ValueRangeError(ImageReadError):
+    """A float image whose values are far outside [0, 1] (0..255 data, most often), which clipping would ruin."""
+
+
 class OutputError(MMAError):
     """An output cannot be written: it exists, equals an input, or its directory is not writable."""
 

@@ -2,6 +2,11 @@
 
 Every path that runs the network (upscale, eval, training validation, LAM, bundling, training itself)
 asks this module, so `auto` means the same everywhere and a bad request fails the same way.
+
+What the host can do is asked through the small probe functions below (`cuda_device_count`, `cuda_has_bf16`,
+`mps_available`, `cpu_has_native`, `usable_cpus`, `idle_cpus`), never of torch directly, so a test replaces
+one function to see either answer on any machine. `$MMA_ASSUME_ABSENT` makes the optional capabilities read
+as absent (native CPU fp16/bf16, numba, Triton, mamba-ssm), to check that nothing depends on having them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ DTYPES: dict[str, torch.dtype] = {
 
 # Environment variable that fixes the inference thread count (like OMP_NUM_THREADS, but for mma only).
 THREADS_ENV = "MMA_NUM_THREADS"
+# Environment variable naming optional capabilities to treat as absent: `all`, or a comma-separated list of
+# OPTIONAL_CAPABILITIES. CI runs the tests once with `all`, so a machine without them cannot fail there.
+ASSUME_ABSENT_ENV = "MMA_ASSUME_ABSENT"
+OPTIONAL_CAPABILITIES = ("fp16", "bf16", "numba", "triton", "mamba-ssm")
 # How long the thread policy watches the machine before choosing: long enough to see a busy core.
 _LOAD_WINDOW_S = 0.05
 
@@ -41,9 +50,9 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
     else:
         name = str(device).strip().lower()
         if name == "auto":
-            if torch.cuda.is_available():
+            if cuda_device_count():
                 name = "cuda"
-            elif torch.backends.mps.is_available():
+            elif mps_available():
                 name = "mps"
             else:
                 name = "cpu"
@@ -52,16 +61,15 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
         except RuntimeError:
             raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if chosen.type == "cuda":
-        if not torch.cuda.is_available():
+        count = cuda_device_count()
+        if not count:
             raise ConfigError(f"device {str(device)!r} requested but this torch sees no CUDA GPU")
         if chosen.index is None:
             rank = local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", "0"))
-            chosen = torch.device("cuda", rank % torch.cuda.device_count())
-        elif chosen.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {chosen} requested but this machine has {torch.cuda.device_count()} CUDA GPU(s)"
-            )
-    if chosen.type == "mps" and not torch.backends.mps.is_available():
+            chosen = torch.device("cuda", rank % count)
+        elif chosen.index >= count:
+            raise ConfigError(f"device {chosen} requested but this machine has {count} CUDA GPU(s)")
+    if chosen.type == "mps" and not mps_available():
         raise ConfigError("device 'mps' requested but Apple MPS is not available here")
     return chosen
 
@@ -80,7 +88,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         name = str(dtype).strip().lower()
         if name == "auto":
             if device.type == "cuda":
-                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+                return torch.bfloat16 if cuda_has_bf16() else torch.float16
             return torch.float16 if device.type == "mps" else torch.float32
         if name not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
@@ -101,7 +109,7 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     faster steps, docs/benchmarks.md "bfloat16 autocast"), float16 on older GPUs, None (full precision)
     elsewhere. The same hardware test as `resolve_dtype`'s, so training and inference agree."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_bf16() else torch.float16
     if device.type == "cpu" and cpu_has_native(torch.bfloat16):
         return torch.bfloat16
     return None
@@ -112,12 +120,53 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
 
 
+def assumed_absent(capability: str) -> bool:
+    """Whether $MMA_ASSUME_ABSENT names `capability` (one of OPTIONAL_CAPABILITIES) or says `all`.
+
+    Read at every call, so a test may set it with monkeypatch; an unknown name fails rather than being
+    ignored, since a misspelt switch would silently test nothing."""
+    text = os.environ.get(ASSUME_ABSENT_ENV, "")
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    unknown = names - {"all", *OPTIONAL_CAPABILITIES}
+    if unknown:
+        raise ConfigError(
+            f"{ASSUME_ABSENT_ENV}={text!r}: unknown {', '.join(sorted(unknown))}; use all or any of "
+            + ", ".join(OPTIONAL_CAPABILITIES)
+        )
+    return "all" in names or capability in names
+
+
+def absent_reason(capability: str) -> str:
+    """Why a capability that $MMA_ASSUME_ABSENT names is missing, for the backends' reason strings."""
+    return (
+        f"{capability} is taken as absent here ({ASSUME_ABSENT_ENV}={os.environ.get(ASSUME_ABSENT_ENV, '')})"
+    )
+
+
+def cuda_device_count() -> int:
+    """CUDA GPUs this torch can use (0 without a CUDA build, driver or GPU)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def cuda_has_bf16() -> bool:
+    """Whether the current CUDA GPU computes in bfloat16 natively (Ampere and later)."""
+    return torch.cuda.is_bf16_supported()
+
+
+def mps_available() -> bool:
+    """Whether Apple's Metal backend can run here."""
+    return torch.backends.mps.is_available()
+
+
 def cpu_has_native(dtype: torch.dtype) -> bool:
-    """Whether oneDNN has native kernels for `dtype` on this CPU (AVX512-BF16/FP16, AMX)."""
+    """Whether oneDNN has native kernels for `dtype` on this CPU (AVX512-BF16/FP16, AMX); False for a half
+    precision that $MMA_ASSUME_ABSENT names."""
     probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}
     name = probe.get(dtype)
     if name is None:
         return dtype in (torch.float32, torch.float64)
+    if assumed_absent(dtype_name(dtype)):
+        return False
     try:
         return bool(getattr(torch.ops.mkldnn, name)())
     except (AttributeError, RuntimeError):

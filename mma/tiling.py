@@ -118,7 +118,8 @@ def run_tiles(
     """Upscale a float (C, H, W) CPU image through `fn` tile by tile into `out` (sH, sW, C').
 
     `out` decides the result's type: uint8/uint16 are rounded from [0, 1], floats are clipped to [0, 1].
-    `tile` None or 0 runs the whole image as one tile. `batch` tiles go through `fn` together (all tiles
+    `tile` None or 0 runs the whole image as one tile. `progress(done, total)` is called with 0
+    done first, then after each tile. `batch` tiles go through `fn` together (all tiles
     of a plan have one size, so they stack); the result does not depend on it.
     """
     if batch < 1:
@@ -130,6 +131,8 @@ def run_tiles(
     rows = plan_axis(height, tile or whole, overlap, scale)
     cols = plan_axis(width, tile or whole, overlap, scale)
     channels, total = out.shape[2], len(rows.starts) * len(cols.starts)
+    if progress is not None:
+        progress(0, total)  # before the first forward, so a display knows the total while it runs
     results = _tile_results(fn, image, rows, cols, batch, channels, scale)
     band = torch.zeros(channels, 0, width * scale)
     band_top = 0  # output row held by band[:, 0]

@@ -173,3 +173,52 @@ def hub():
 
     with serving() as server:
         yield server
+
+
+class Host:
+    """The machine as a test declares it: each method replaces probes of `mma.runtime` (and the free-memory
+    probe of `mma.tiling`) for the rest of the test, so both branches of host-dependent code run anywhere."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+
+    def native(self, *, fp16: bool, bf16: bool) -> None:
+        """Whether the CPU computes in half precision natively (AVX512-FP16 / AVX512-BF16, AMX)."""
+        import torch
+
+        from mma import runtime
+
+        answers = {torch.float16: fp16, torch.bfloat16: bf16, torch.float32: True, torch.float64: True}
+        self.monkeypatch.setattr(runtime, "cpu_has_native", lambda dtype: answers.get(dtype, False))
+
+    def cuda(self, count: int, *, bf16: bool = True) -> None:
+        """How many CUDA GPUs torch sees, and whether they compute in bfloat16."""
+        from mma import runtime
+
+        self.monkeypatch.setattr(runtime, "cuda_device_count", lambda: count)
+        self.monkeypatch.setattr(runtime, "cuda_has_bf16", lambda: bf16)
+        self.monkeypatch.setattr(runtime, "mps_available", lambda: False)
+
+    def cpus(self, usable: int, idle: float | None) -> None:
+        """CPUs this process may use and how many of them sit idle (None: unknown), with no thread count
+        fixed by the environment."""
+        from mma import runtime
+
+        self.monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        self.monkeypatch.delenv(runtime.THREADS_ENV, raising=False)
+        self.monkeypatch.setattr(runtime, "usable_cpus", lambda: usable)
+        self.monkeypatch.setattr(runtime, "idle_cpus", lambda window=0.05: idle)
+
+    def free_memory(self, size: int) -> None:
+        """Bytes free on every device, as the tiling policy reads them."""
+        from mma import tiling
+
+        self.monkeypatch.setattr(tiling, "available_memory", lambda device=None: size)
+
+
+@pytest.fixture
+def host(monkeypatch: pytest.MonkeyPatch) -> Host:
+    """Declare what the machine can do (`host.native(fp16=False, bf16=True)`, `host.cuda(0)`,
+    `host.cpus(4, idle=1.0)`, `host.free_memory(2 << 30)`): tests must hold on every machine, so behaviour
+    that depends on the hardware is tested with each answer injected, never with the host's own."""
+    return Host(monkeypatch)

@@ -70,7 +70,7 @@ def test_one_input_to_named_file_carries_exif_and_icc(run, tmp_path):
     with Image.open(target) as out:
         assert out.format == "WEBP" and out.size == (10, 14)  # orientation applied: 5x7 upright, x2
         assert out.info["icc_profile"] == icc
-        assert out.getexif()[0x010F] == "TestMaker" and out.getexif().get(0x0112, 1) == 1
+        assert out.getexif()[0x010F] == "TestMaker" and out.getexif()[0x0112] == 1  # reset, not removed
 
 
 def test_many_inputs_folders_and_globs_into_output_folder(run, tmp_path):
@@ -363,6 +363,7 @@ def test_flags_take_no_value_and_help_shows_them_as_flags(run, tmp_path):
     for flag in ("--force", "--skip-existing", "--quiet"):
         line = next(line for line in help_text.splitlines() if flag + " " in line)
         assert "<bool>" not in line and "bool" not in line.split(flag)[1].split()[0]
+    assert "list[" not in help_text and "  INPUT...  Image files" in help_text  # not `INPUT <list[str]>`
     source = picture(tmp_path / "a.png")
     result = run(source, "--force", "true")
     assert result.exit_code == 1
@@ -410,3 +411,17 @@ def test_named_model_without_weights_says_what_to_do(tmp_path):
     result = CliRunner().invoke(app, ["upscale", str(source), "-m", "mma-b", "-s", "3"])
     assert result.exit_code == 1 and "mma convert" in errors(result)[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_progress_in_a_log_is_plain_lines_and_quiet_has_none(run, tmp_path, monkeypatch):
+    from mma import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # every report gets its line, as a long image would
+    source = picture(tmp_path / "a.png", size=(20, 16))
+    result = run(source, "--tile", "0")  # whole image: one tile, advancing block by block
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("a.png: ")]
+    assert lines and "\r" not in result.stderr and lines[-1].startswith("a.png: finished in ")
+    assert any(line.startswith("a.png: 100%") for line in lines)
+    quiet = run(source, "--tile", "0", "--force", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""

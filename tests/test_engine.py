@@ -152,25 +152,26 @@ def test_the_engine_keeps_to_the_precisions_the_model_declares(tiny, monkeypatch
         LoadedModel(tiny, source, precisions=("fp16",))
 
 
-def test_devices_are_checked_once_for_everyone() -> None:
+def test_devices_are_checked_once_for_everyone(host) -> None:
+    host.cuda(0)
     assert runtime.resolve_device("CPU").type == "cpu"
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="no CUDA GPU"):
-            runtime.resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        runtime.resolve_device("cuda:1")
     with pytest.raises(ConfigError, match="unknown device"):
         runtime.resolve_device("gpu9")
 
 
-def test_thread_policy_counts_idle_cpus(monkeypatch) -> None:
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv(runtime.THREADS_ENV, raising=False)
-    monkeypatch.setattr(runtime, "usable_cpus", lambda: 4)
-    monkeypatch.setattr(runtime, "idle_cpus", lambda window=0.05: 1.1)
+def test_thread_policy_counts_idle_cpus(host, monkeypatch) -> None:
+    host.cpus(4, idle=1.1)
     assert runtime.default_threads() == 1  # three CPUs busy elsewhere: one thread
-    monkeypatch.setattr(runtime, "idle_cpus", lambda window=0.05: 3.8)
+    host.cpus(4, idle=3.8)
     assert runtime.default_threads() == 4
-    monkeypatch.setattr(runtime, "idle_cpus", lambda window=0.05: 0.0)
+    host.cpus(4, idle=0.0)
     assert runtime.default_threads() == 1  # never zero
+    host.cpus(4, idle=None)
+    assert runtime.default_threads() == 4  # load unknown: every CPU
+    host.cpus(1, idle=None)
+    assert runtime.default_threads() == 1
     monkeypatch.setenv(runtime.THREADS_ENV, "3")
     assert runtime.default_threads() == 3
     monkeypatch.setenv(runtime.THREADS_ENV, "auto")

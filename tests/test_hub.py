@@ -196,3 +196,71 @@ def test_sha256_helpers(tmp_path):
 )
 def test_parse_repo_id(text, parsed):
     assert parse_repo_id(text) == parsed
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released), so a connection there is refused."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_hub_is_one_line_at_once_and_the_cache_still_serves(hub, tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    data = pretrained_files(tiny(2, seed=5), tmp_path / "w")["model.safetensors"]
+    hub.publish("mma-test/away", {"model.safetensors": data})
+    home = tmp_path / "hf-home"
+    assert run_python(["-m", "mma", "download", "mma-test/away"], hub, home).returncode == 0
+    closed = SimpleNamespace(url=f"http://127.0.0.1:{_closed_port()}")
+    image = tmp_path / "in.png"
+    Image.new("RGB", (6, 5)).save(image)
+    missing = run_python(["-m", "mma", "upscale", str(image), "-m", "mma-test/elsewhere"], closed, home)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.count("\n") == 1, missing.stderr  # no "Retrying in 8s" lines from huggingface_hub
+    assert missing.stderr.startswith(
+        "error: mma-test/elsewhere/model.safetensors: the Hub at http://127.0.0.1:"
+    )
+    assert "cannot be reached" in missing.stderr and "HF_HUB_OFFLINE=1" in missing.stderr
+    assert str(home / "hub") in missing.stderr  # where the cache is
+    cached = run_python(["-m", "mma", "upscale", str(image), "-m", "mma-test/away", "-q"], closed, home)
+    assert cached.returncode == 0 and cached.stderr == "", cached.stderr
+    assert (tmp_path / "in_x2.png").is_file()
+
+
+def test_an_unreachable_hub_is_never_retried(monkeypatch, tmp_path):
+    """No request goes out once the endpoint refuses a connection: the retries were what took 25 s."""
+    from mma.errors import WeightsNotFoundError
+    from mma.weights import hub as hub_module
+
+    monkeypatch.setattr(hub_module.hub_constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(hub_module.hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_module.hub_constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+
+    def no_requests(*args, **kwargs):
+        raise AssertionError("huggingface_hub was asked to download from an unreachable Hub")
+
+    monkeypatch.setattr(hub_module, "hf_hub_download", no_requests)
+    monkeypatch.setattr(hub_module, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    hub_module._unreachable.cache_clear()
+    try:
+        with pytest.raises(WeightsNotFoundError, match=r"cannot be reached \(.+\) and the file is not in"):
+            hub_module.download("owner/name", "model.safetensors")
+    finally:
+        hub_module._unreachable.cache_clear()
+
+
+def test_reachability_is_left_to_the_request_behind_a_proxy(hub, monkeypatch):
+    from mma.weights import hub as hub_module
+
+    hub_module._unreachable.cache_clear()
+    assert hub_module._unreachable(hub.url) is None  # listening
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert hub_module._unreachable(f"http://127.0.0.1:{_closed_port()}") is None
+    hub_module._unreachable.cache_clear()

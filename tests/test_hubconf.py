@@ -39,7 +39,8 @@ def test_pretrained_model_upscales_and_is_a_private_copy() -> None:
     assert out.shape == (1, 3, 10, 12) and torch.isfinite(out).all()
 
 
-def test_fresh_networks_take_architecture_overrides() -> None:
+def test_fresh_networks_take_architecture_overrides(host) -> None:
+    host.native(fp16=False, bf16=True)  # a CPU without native bf16 would keep fp32 (with a warning)
     model = hub_load("mma_b", scale=3, num_block=1)
     assert isinstance(model, MMA) and not model.training
     assert (model.config.variant, model.scale, model.config.num_feat, model.config.num_block) == (

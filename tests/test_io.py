@@ -126,7 +126,7 @@ def test_exif_orientation_is_applied_and_reset(tmp_path):
     _, meta = pil_to_float(upright)
     reread = Image.Exif()
     reread.load(meta.exif)
-    assert reread.get(ORIENTATION_TAG, 1) == 1 and reread[0x010F] == "TestMaker"
+    assert reread[ORIENTATION_TAG] == 1 and reread[0x010F] == "TestMaker"
 
 
 @pytest.mark.parametrize("suffix", ["png", "jpg", "webp", "tiff"])

@@ -103,9 +103,11 @@ def test_batching_does_not_change_the_result(texture):
 
 def test_model_mode_is_restored_and_numpy_input_accepted(texture):
     model = conv_sr(2).float().train()
+    frozen = next(model.parameters()).requires_grad_(False)
     pixels = (texture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     result = lam(model, pixels, 0, 0, 4, steps=2)
     assert model.training
+    assert not frozen.requires_grad and all(p.requires_grad for p in list(model.parameters())[1:])
     assert result.attribution.shape == (24, 24)
     assert np.isfinite(result.diffusion_index)
 
@@ -266,3 +268,13 @@ def test_cli_reports_a_window_outside_the_output(tiny_weights, picture, tmp_path
     assert result.exit_code == 1
     assert result.stderr.startswith("error: window 16x16 at x=18")
     assert not (tmp_path / "h.png").exists()
+
+
+def test_cli_progress_in_a_log_is_plain_lines(tiny_weights, picture, tmp_path, monkeypatch):
+    from mma import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # every report gets its line
+    args = ("--x", 4, "--y", 6, "-w", 8, "--model", tiny_weights, "--steps", 4, "--batch", 2)
+    result = run_cli(picture, *args, "-o", tmp_path / "map.png")
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.stderr and "LAM: 100%, 4/4 path steps" in result.stderr

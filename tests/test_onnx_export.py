@@ -98,6 +98,35 @@ def test_unreadable_graph_is_a_one_line_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_dynamic_graph_is_traced_small_whatever_the_tile(monkeypatch, tmp_path):
+    """Tracing cost grows with the size while a dynamic graph does not depend on it (MMA-T at 64x64: 4.8 GB)."""
+    from mma.export import onnx as onnx_export
+
+    traced = []
+
+    def record(net, args, *rest, **options):
+        traced.append(tuple(args[0].shape))
+        raise KeyboardInterrupt  # stop before any real work
+
+    monkeypatch.setattr(torch.onnx, "export", record)
+    for dynamic in (True, False):
+        with pytest.raises(KeyboardInterrupt):
+            onnx_export.export_onnx(_small_model(), tmp_path / "x.onnx", tile=64, dynamic=dynamic)
+    assert traced == [(2, 3, onnx_export.DYNAMIC_TRACE_SIZE, onnx_export.DYNAMIC_TRACE_SIZE), (1, 3, 64, 64)]
+
+
+def test_several_sizes_are_checked_with_one_session(small_graph, monkeypatch):
+    from mma.export import check_onnx_images
+    from mma.export import onnx as onnx_export
+
+    made = []
+    real = onnx_export.onnx_session
+    monkeypatch.setattr(onnx_export, "onnx_session", lambda *a, **k: made.append(1) or real(*a, **k))
+    model, path = small_graph
+    images = [torch.rand(1, 3, 16, 16), torch.rand(1, 3, 19, 11)]
+    assert max(check_onnx_images(model, path, images)) <= 1e-4 and len(made) == 1
+
+
 def _mma(*args) -> object:
     return CliRunner().invoke(app, [str(arg) for arg in args])
 

@@ -16,13 +16,16 @@ import torch
 from test_ops import _inputs, _rel_err
 
 from mma.ops import reference, scan_triton
+from mma.runtime import assumed_absent
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
+HAS_TRITON = importlib.util.find_spec("triton") is not None and not assumed_absent("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if HAS_TRITON and DEVICE == "cpu":
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel modules are first imported
 
-pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+pytestmark = pytest.mark.skipif(
+    not HAS_TRITON, reason="triton is not installed (or MMA_ASSUME_ABSENT names it)"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

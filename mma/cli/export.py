@@ -55,22 +55,27 @@ def export(
     import torch
 
     from mma.api import load_model
-    from mma.export.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, export_onnx
+    from mma.export.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx_images, export_onnx
+    from mma.progress import Meter
 
     if onnx.exists() and not force:
         raise ConfigError(f"{onnx}: exists (use --force to replace it)")
     net = load_model(model, scale, device="cpu", dtype="fp32")
     opset = opset or max(DEFAULT_OPSET, MIN_OPSET.get(exporter, DEFAULT_OPSET))
-    export_onnx(net, onnx, tile, dynamic=dynamic, opset=opset, exporter=exporter, overwrite=force)
+    sizes = [(tile, tile)] + ([(tile + 3, max(tile - 5, 2))] if dynamic else [])
+    with Meter("export") as meter:  # minutes of tracing with nothing to count: elapsed time and the stage
+        meter.stage(f"tracing with the {exporter} exporter")
+        export_onnx(net, onnx, tile, dynamic=dynamic, opset=opset, exporter=exporter, overwrite=force)
+        if check:
+            meter.stage("checking in ONNX Runtime")
+            generator = torch.Generator().manual_seed(0)
+            images = [torch.rand(1, 3, height, width, generator=generator) for height, width in sizes]
+            differences = check_onnx_images(net, onnx, images)
     shape = "batch, height and width free" if dynamic else f"input (1, 3, {tile}, {tile})"
     typer.echo(f"wrote {onnx}: {model} x{net.scale}, {shape}, opset {opset} ({exporter} exporter)")
     if not check:
         return
-    sizes = [(tile, tile)] + ([(tile + 3, max(tile - 5, 2))] if dynamic else [])
-    generator = torch.Generator().manual_seed(0)
-    for height, width in sizes:
-        image = torch.rand(1, 3, height, width, generator=generator)
-        difference = check_onnx(net, onnx, image)
+    for (height, width), difference in zip(sizes, differences):
         typer.echo(f"ONNX Runtime vs PyTorch on a {height}x{width} input: max difference {difference:.1e}")
         if not difference <= TOLERANCE:  # also catches NaN
             raise ConfigError(

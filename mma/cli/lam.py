@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -58,11 +57,11 @@ def lam_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
 ) -> None:
     from PIL import Image
-    from tqdm import tqdm
 
     from mma.api import load_model, read_image, write_image
     from mma.engine import Engine
     from mma.lam import analysis_input, heatmap_image, lam, overlay_image
+    from mma.progress import Meter
 
     heatmap_path, overlay_path = _outputs(image, output, force)
     pixels = np.asarray(read_image(image).convert("RGB"))
@@ -75,7 +74,9 @@ def lam_command(
         typer.echo(
             f"crop: {width}x{height} input pixels from ({left}, {top}); window at ({analysed.x}, {analysed.y})"
         )
-    with tqdm(total=steps, desc="LAM", unit="step", file=sys.stderr, disable=None) as bar, engine.running():
+    # A bar on a terminal, a line every few seconds in a log: each path step is a forward and a backward pass
+    # over the whole analysed input (docs/lam.md, "Cost").
+    with Meter("LAM", total=steps) as meter, engine.running():
         result = lam(
             network,
             analysed.lr,
@@ -85,7 +86,7 @@ def lam_command(
             steps=steps,
             sigma=sigma,
             batch_size=batch,
-            progress=lambda done, _total: bar.update(done - bar.n),
+            progress=lambda done, total: meter.set(done, total, note=f"{done}/{total} path steps"),
         )
     write_image(heatmap_image(result.attribution, zoom=result.scale), heatmap_path, overwrite=force)
     base = Image.fromarray(analysed.hr) if analysed.hr is not None else None

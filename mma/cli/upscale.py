@@ -136,14 +136,15 @@ def upscale(
             lambda: _planned(inputs, output, label, format, force, skip_existing, quiet), placement
         )
         software = _software_tag(model, engine.scale)
-        show_bars = placement.main and not quiet and sys.stderr.isatty()
+        show_progress = placement.main and not quiet  # plain lines now and then when stderr is a log
+        show_bars = show_progress and sys.stderr.isatty()
         tally = Tally()
         mine = share(jobs, placement)
         for job in tqdm(
             mine, desc="images", unit="image", disable=not show_bars or len(mine) < 2, leave=False
         ):
             try:
-                _run(job, engine, force, quiet, show_bars, software)
+                _run(job, engine, force, quiet, show_progress, software)
             except MMAError as exc:
                 tally.failed += 1
                 _error(job.source, exc)
@@ -343,13 +344,14 @@ def _identity(path: Path) -> tuple[int, int] | str:
         return str(path.resolve())
 
 
-def _run(job: Job, engine: object, force: bool, quiet: bool, show_bars: bool, software: str) -> None:
+def _run(job: Job, engine: object, force: bool, quiet: bool, show_progress: bool, software: str) -> None:
     """Upscale one file into its target, reporting library warnings on stderr unless --quiet."""
-    from mma.api import TileProgressBar, upscale_file
+    from mma.api import upscale_file
+    from mma.progress import TileProgressBar
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with TileProgressBar(desc=job.source.name, position=1, disable=not show_bars) as report:
+        with TileProgressBar(desc=job.source.name, position=1, disable=not show_progress) as report:
             upscale_file(engine, job.source, job.target, overwrite=force, progress=report, software=software)
     if not quiet:
         for warning in caught:

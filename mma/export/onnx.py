@@ -31,6 +31,10 @@ DEFAULT_OPSET = 17
 MIN_OPSET = {"torchscript": 17, "dynamo": 18}  # LayerNormalization; the dynamo exporter's own minimum
 MIN_TORCH = "2.6"  # the first torch whose torch.onnx.export(dynamo=True) goes through torch.export
 INSTALL_HINT = 'pip install "mma-sr[onnx]"'
+# A dynamic graph is the same whatever size it is traced at (the scan's steps do not depend on the length),
+# while tracing costs grow with the size: MMA-T traced at 64x64 took 4.8 GB and twice the time of 16x16
+# (docs/integrations.md, "Cost"). So it is traced at this size at most.
+DYNAMIC_TRACE_SIZE = 16
 
 
 def export_onnx(
@@ -45,8 +49,9 @@ def export_onnx(
 ) -> Path:
     """Write `model` as an ONNX graph from (batch, 3, tile, tile) images in [0, 1] to their upscaled twins.
 
-    `dynamic=True` leaves batch, height and width free (any size from 2 up runs); `dynamic=False` fixes
-    the input to (1, 3, tile, tile). `exporter` is "torchscript" or "dynamo" (see the module docstring).
+    `dynamic=True` leaves batch, height and width free (any size from 2 up runs; traced at
+    min(tile, DYNAMIC_TRACE_SIZE), which gives the same graph for less); `dynamic=False` fixes the input to
+    (1, 3, tile, tile). `exporter` is "torchscript" or "dynamo" (see the module docstring).
     The file is written atomically; the caller's model is not changed.
     """
     if exporter not in EXPORTERS:
@@ -64,7 +69,8 @@ def export_onnx(
         )
     net = _exportable(model)
     # batch 2: torch.export treats a size-1 dimension of the example as fixed, whatever it is told
-    example = torch.rand(2 if dynamic else 1, 3, tile, tile, generator=torch.Generator().manual_seed(0))
+    size = min(tile, DYNAMIC_TRACE_SIZE) if dynamic else tile
+    example = torch.rand(2 if dynamic else 1, 3, size, size, generator=torch.Generator().manual_seed(0))
     names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings about code the user cannot change
@@ -99,21 +105,41 @@ def check_onnx(
     threads: int | None = None,
 ) -> float:
     """Largest absolute difference between ONNX Runtime (CPU) running `path` and `model` on `image`."""
-    session = onnx_session(path, threads)
-    got = session.run(None, {INPUT_NAME: image.float().numpy()})[0]
-    with torch.no_grad():
-        expected = _exportable(model)(image.float()).numpy()
-    if got.shape != expected.shape:
-        raise ConfigError(f"{path}: the graph gives shape {got.shape}, the network {expected.shape}")
-    return float(np.abs(got - expected).max())
+    return check_onnx_images(model, path, [image], threads)[0]
 
 
-def onnx_session(path: str | os.PathLike[str], threads: int | None = None):
-    """An ONNX Runtime CPU session for `path`, with `threads` intra-op threads (default: its own choice)."""
+def check_onnx_images(
+    model: nn.Module | LoadedModel,
+    path: str | os.PathLike[str],
+    images: list[torch.Tensor],
+    threads: int | None = None,
+) -> list[float]:
+    """`check_onnx` for several images with one ONNX Runtime session (making one costs seconds: the graph has
+    thousands of nodes, so it is made with basic optimisations only). PyTorch runs the network as `mma upscale`
+    does (its automatic scan backend), which is what the graph must agree with."""
+    session = onnx_session(path, threads, optimize=False)
+    reference = _float_cpu_copy(model)
+    differences = []
+    for image in images:
+        got = session.run(None, {INPUT_NAME: image.float().numpy()})[0]
+        with torch.no_grad():
+            expected = reference(image.float()).numpy()
+        if got.shape != expected.shape:
+            raise ConfigError(f"{path}: the graph gives shape {got.shape}, the network {expected.shape}")
+        differences.append(float(np.abs(got - expected).max()))
+    return differences
+
+
+def onnx_session(path: str | os.PathLike[str], threads: int | None = None, *, optimize: bool = True):
+    """An ONNX Runtime CPU session for `path`, with `threads` intra-op threads (default: its own choice).
+    `optimize=False` applies ONNX Runtime's basic graph optimisations only, which halves the seconds a session
+    of MMA-T takes to make and did not slow its runs (docs/integrations.md, "Cost")."""
     require("onnxruntime")
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -131,10 +157,14 @@ def require(*packages: str) -> None:
         raise ConfigError(f"ONNX export/runtime needs {', '.join(missing)}: {INSTALL_HINT}")
 
 
+def _float_cpu_copy(model: nn.Module | LoadedModel) -> nn.Module:
+    """A float32 CPU eval copy of `model` (a network, or a LoadedModel's): the caller's is never changed."""
+    return copy.deepcopy(getattr(model, "network", model)).to("cpu", torch.float32).eval()
+
+
 def _exportable(model: nn.Module | LoadedModel) -> nn.Module:
-    """A float32 CPU eval copy of `model` (a network, or a LoadedModel's) whose Mamba layers use the `export`
-    scan backend."""
-    net = copy.deepcopy(getattr(model, "network", model)).to("cpu", torch.float32).eval()
+    """`_float_cpu_copy` whose Mamba layers use the `export` scan backend."""
+    net = _float_cpu_copy(model)
     if hasattr(net, "set_scan_backend"):
         net.set_scan_backend("export")
     return net

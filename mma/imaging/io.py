@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from mma.errors import ImageReadError, OutputError
+from mma.errors import ImageReadError, OutputError, ValueRangeError
 from mma.fileio import atomic_write
 from mma.imaging.png16 import encode_png16, is_deep_colour_png, read_png16
 
@@ -67,7 +67,7 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
             with Image.open(path) as image:
                 _warn_if_precision_lost(image, path)
                 image.load()
-                return ImageOps.exif_transpose(image)
+                return _upright_image(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageReadError(
             f"{path}: over the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
@@ -193,6 +193,18 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return image.convert("RGB")
 
 
+def _upright_image(image: Image.Image) -> Image.Image:
+    """`image` turned upright by its EXIF orientation, which is then 1 (Pillow's exif_transpose removes the tag;
+    keeping it at 1 tells every viewer the pixels need no turning, as docs/cli.md promises)."""
+    had_orientation = ORIENTATION_TAG in image.getexif()
+    upright = ImageOps.exif_transpose(image)
+    if had_orientation:
+        exif = upright.getexif()
+        exif[ORIENTATION_TAG] = 1
+        upright.info["exif"] = exif.tobytes()
+    return upright
+
+
 def _upright(exif: Image.Exif) -> bytes | None:
     """EXIF with orientation set to 1, because the pixels are already upright."""
     if not exif:
@@ -217,12 +229,42 @@ def array_to_float(array: np.ndarray) -> tuple[torch.Tensor, ImageMeta]:
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ImageReadError("image array contains NaN or infinite values")
-        depth, scaled = 8, np.clip(array.astype(np.float32), 0.0, 1.0)
+        values = array.astype(np.float32)
+        check_unit_range(float(values.min()), float(values.max()), "image array")
+        depth, scaled = 8, np.clip(values, 0.0, 1.0)
     else:
         raise ImageReadError(f"unsupported array dtype {array.dtype}: use uint8, uint16 or float in [0, 1]")
     channels = array.shape[2]
     pixels = torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
     return pixels, ImageMeta(3 if channels >= 3 else 1, channels in (2, 4), depth)
+
+
+# Float images are taken as [0, 1]. Values past this margin cannot be the overshoot of a filter or resize:
+# they are another scale (0..255 most often), which clipping would turn into a white image.
+FLOAT_RANGE_MARGIN = 0.5
+# Overshoot smaller than this is rounding, clipped without a word.
+FLOAT_ROUNDING = 1e-3
+
+
+def check_unit_range(low: float, high: float, what: str) -> None:
+    """Refuse float image values clearly outside [0, 1] (ValueRangeError naming the fix), and warn when a
+    small overshoot is clipped: float input is never silently changed by more than rounding."""
+    if high > 1 + FLOAT_RANGE_MARGIN or low < -FLOAT_RANGE_MARGIN:
+        if low >= -FLOAT_RANGE_MARGIN and high <= 255 + FLOAT_RANGE_MARGIN:
+            hint = "divide by 255 (or pass uint8)"
+        elif low >= -1 - FLOAT_ROUNDING and high <= 1 + FLOAT_RANGE_MARGIN:
+            hint = "map [-1, 1] data with (x + 1) / 2"
+        else:
+            hint = "scale it to [0, 1]"
+        raise ValueRangeError(
+            f"{what} holds values from {low:.4g} to {high:.4g} but float images must be in [0, 1]: {hint}"
+        )
+    if high > 1 + FLOAT_ROUNDING or low < -FLOAT_ROUNDING:
+        warnings.warn(
+            f"{what} holds values from {low:.4g} to {high:.4g}; clipped to [0, 1]",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def array_to_pil(array: np.ndarray, meta: ImageMeta) -> Image.Image:

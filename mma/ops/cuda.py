@@ -13,6 +13,8 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from mma.runtime import absent_reason, assumed_absent
+
 
 @cache
 def _load() -> tuple[Callable | None, Callable | None, str | None]:
@@ -38,7 +40,9 @@ def _load() -> tuple[Callable | None, Callable | None, str | None]:
 
 
 def unavailable_reason() -> str | None:
-    """None when the backend can run here, else why not."""
+    """None when the backend can run here (and $MMA_ASSUME_ABSENT does not name mamba-ssm), else why not."""
+    if assumed_absent("mamba-ssm"):
+        return absent_reason("mamba-ssm")
     return _load()[2]
 
 

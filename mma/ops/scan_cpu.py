@@ -17,9 +17,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mma.runtime import absent_reason, assumed_absent
+
+
+def unavailable_reason() -> str | None:
+    """None when numba imports and the kernels load (and $MMA_ASSUME_ABSENT does not name numba), else why not."""
+    if assumed_absent("numba"):
+        return absent_reason("numba")
+    return _import_failure()
+
 
 @cache
-def unavailable_reason() -> str | None:
+def _import_failure() -> str | None:
     """None when the kernels load, else why not. numba is a dependency of mma-sr, but an install can still
     be broken (a numba built for another numpy or llvmlite): then this says so and the dispatcher falls back
     to the torch backend instead of failing on import. numba itself is imported here, on first use."""

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from mma.ops.scan_torch import effective_delta, skip_and_gate
+from mma.runtime import absent_reason, assumed_absent
 
 # Channels per program and warps per program. Each program walks L steps one after another, so the
 # time is latency, not arithmetic: small blocks give more programs to run side by side.
@@ -38,9 +39,16 @@ METHODS = ("sequential", "chunked")
 METHOD_ENV_VAR = "MMA_TRITON_METHOD"  # "sequential" or "chunked" for every call; unset or "auto": the rule
 
 
-@cache
 def unavailable_reason() -> str | None:
-    """None when the backend can run here (a CUDA device and an importable triton), else why not."""
+    """None when the backend can run here (a CUDA device and an importable triton, which $MMA_ASSUME_ABSENT
+    does not name), else why not."""
+    if assumed_absent("triton"):
+        return absent_reason("triton")
+    return _import_failure()
+
+
+@cache
+def _import_failure() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device is available to PyTorch (it needs an NVIDIA GPU and a CUDA build of torch)"
     try:

@@ -2,18 +2,23 @@
 ModelHubMixin layout.
 
 huggingface_hub owns the cache, the token, `HF_ENDPOINT`, `HF_HUB_OFFLINE` and revision pins; this module only
-turns its errors into ours, refuses a file whose sha256 is not the published one, and checks a folder before
-it is published. A repository in the layout of `ModelHubMixin` holds `config.json` (the MMAConfig) beside
+turns its errors into ours (an unreachable Hub in seconds, not after its retries), refuses a file whose sha256
+is not the published one, and checks a folder before it is published. A repository in the layout of `ModelHubMixin` holds `config.json` (the MMAConfig) beside
 `model.safetensors`, and its model card `README.md` states the sha256 of the weights.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
 import os
 import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +80,19 @@ def download(
 ) -> Path:
     """A file from the Hub cache (fetched when missing), verified against `sha256` before anyone loads it."""
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
+    unreachable = None if hub_constants.HF_HUB_OFFLINE else _unreachable(hub_constants.ENDPOINT)
     try:
-        local = Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force))
+        if unreachable is not None:  # no retries to wait through: the cache, or one line at once
+            cached = None if force else try_to_load_from_cache(repo_id, filename, revision=revision)
+            if not isinstance(cached, str):
+                raise WeightsNotFoundError(
+                    f"{where}: the Hub at {hub_constants.ENDPOINT} cannot be reached ({unreachable}) and the "
+                    f"file is not in the Hugging Face cache ({hub_constants.HF_HUB_CACHE}); connect and run "
+                    "`mma download` once, pass a local weights file, or set HF_HUB_OFFLINE=1 to use the cache alone"
+                )
+            local = Path(cached)
+        else:
+            local = Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force))
     except LocalEntryNotFoundError:
         reason = "HF_HUB_OFFLINE is set" if hub_constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
         raise WeightsNotFoundError(
@@ -96,6 +112,38 @@ def download(
     if sha256 is not None:
         verify_sha256(local, sha256, where)
     return local
+
+
+# How long the Hub gets to accept a connection: a reachable one does in well under a second, while
+# huggingface_hub's own retries wait about 25 s before giving up on a refused connection.
+REACH_TIMEOUT_S = 3.0
+
+
+@functools.cache
+def _unreachable(endpoint: str) -> str | None:
+    """Why `endpoint` cannot be reached right now (refused, no route, unknown host, no answer in time), or None
+    when it accepts a TCP connection or a proxy stands between (only a real request can judge that one).
+    Asked once per process, before the first download, so that an offline machine fails in seconds."""
+    parts = urllib.parse.urlsplit(endpoint)
+    host = parts.hostname
+    if not host or urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(host):
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    answer: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
+            answer.append(None)
+        except socket.gaierror as exc:
+            answer.append(f"unknown host {host}: {exc.strerror or exc}")
+        except OSError as exc:
+            answer.append(exc.strerror or type(exc).__name__)
+
+    probe = threading.Thread(target=connect, daemon=True)  # name lookups have no timeout of their own
+    probe.start()
+    probe.join(REACH_TIMEOUT_S)
+    return answer[0] if answer else f"no answer from {host} within {REACH_TIMEOUT_S:g} s"
 
 
 def verify_sha256(path: Path, expected: str, label: str) -> None:
