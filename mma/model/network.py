@@ -5,9 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mma.model.blocks import ChannelAttentionBranch, ChannelLayerNorm, GatedDConvFFN, ResidualConvBlock
+from mma.model.blocks import (
+    ChannelAttentionBranch,
+    ChannelLayerNorm,
+    GatedDConvFFN,
+    ResidualConvBlock,
+    exporting,
+    may_overwrite,
+)
 from mma.model.config import MMAConfig
 from mma.model.vim import VimBranch
+
+# The upsampler and last conv run in bands of about this many input pixels when no gradient is wanted: their
+# activations (scale^2 x 4 x num_feat floats per input pixel, the forward's largest) then stay small enough
+# to be reused by the allocator instead of being mapped and zeroed afresh, and the peak memory of a large
+# image is the body's, not the upsampler's (docs/benchmarks.md, "CPU pace").
+UPSAMPLE_BAND_PIXELS = 16384
+# Input rows each band reads beyond its own on either side: the upsampler's 3x3 convs reach 1 pixel at the
+# input's resolution, 1/2 at x2 and 1/4 at x4 (and 1/3 at x3), under 2 input pixels in all.
+UPSAMPLE_HALO = 2
 
 
 class TokenMixer(nn.Module):
@@ -28,7 +44,8 @@ class TokenMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.mamba(x) if hasattr(self, "mamba") else self.cnn(x)
         if hasattr(self, "channel_attention"):
-            out = out + self.channel_attention(x)
+            attention = self.channel_attention(x)
+            out = out.add_(attention) if may_overwrite() else out + attention
         return out
 
 
@@ -43,17 +60,39 @@ class MMABlock(nn.Module):
         self.ffn = GatedDConvFFN(config.num_feat, config.ffn_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if may_overwrite():  # the branches' outputs are fresh tensors: add the residual into them
+            x = self.attn(self.norm1(x)).add_(x)
+            return self.ffn(self.norm2(x)).add_(x)
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
+
+
+class PixelShuffle(nn.PixelShuffle):
+    """nn.PixelShuffle that keeps a channels-last input channels-last in one gather copy.
+
+    torch's pixel_shuffle on a channels-last tensor is several times slower than on a contiguous one; the same
+    rearrangement written as a view, a permute and one copy costs a plain memory pass, and its output is
+    already in the layout the next conv wants. Pure data movement: the values are those of nn.PixelShuffle.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or exporting():
+            return super().forward(x)
+        r = self.upscale_factor
+        b, c, h, w = x.shape
+        out_c = c // (r * r)
+        pixels = x.permute(0, 2, 3, 1).view(b, h, w, out_c, r, r)  # channel index = (out_c, i, j)
+        shuffled = pixels.permute(0, 1, 4, 2, 5, 3).contiguous()  # (b, h, i, w, j, out_c)
+        return shuffled.view(b, h * r, w * r, out_c).permute(0, 3, 1, 2)
 
 
 def _upsampler(scale: int, channels: int) -> nn.Sequential:
     """x2/x4: [conv C->4C, PixelShuffle(2)] per factor 2; x3: conv C->9C, PixelShuffle(3)."""
     if scale == 3:
-        return nn.Sequential(nn.Conv2d(channels, 9 * channels, 3, padding=1), nn.PixelShuffle(3))
+        return nn.Sequential(nn.Conv2d(channels, 9 * channels, 3, padding=1), PixelShuffle(3))
     layers: list[nn.Module] = []
     for _ in range(scale.bit_length() - 1):
-        layers += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2)]
+        layers += [nn.Conv2d(channels, 4 * channels, 3, padding=1), PixelShuffle(2)]
     return nn.Sequential(*layers)
 
 
@@ -91,4 +130,24 @@ class MMA(nn.Module):
         mean = torch.tensor(self.config.rgb_mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         shallow = self.conv_first((x - mean) * img_range)
         deep = self.conv_after_body(self.body(shallow)) + shallow
+        if may_overwrite() and deep.shape[2] * deep.shape[3] > UPSAMPLE_BAND_PIXELS:
+            return self._tail_in_bands(deep, mean)
         return self.conv_last(self.upsample(deep)) / img_range + mean
+
+    def _tail(self, deep: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        return self.conv_last(self.upsample(deep)).div_(self.config.img_range).add_(mean)
+
+    def _tail_in_bands(self, deep: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """Upsampler and last conv over bands of rows, each with UPSAMPLE_HALO rows of context either side
+        (the convs are local, so the bands equal the whole image's result up to float32 rounding)."""
+        b, _, h, w = deep.shape
+        s = self.scale
+        rows = max(1, UPSAMPLE_BAND_PIXELS // w)
+        out = torch.empty(b, 3, h * s, w * s, dtype=deep.dtype, device=deep.device)
+        out = out.contiguous(memory_format=torch.channels_last)
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            first, last = max(0, top - UPSAMPLE_HALO), min(h, bottom + UPSAMPLE_HALO)
+            band = self._tail(deep[:, :, first:last], mean)
+            out[:, :, top * s : bottom * s] = band[:, :, (top - first) * s : (bottom - first) * s]
+        return out
