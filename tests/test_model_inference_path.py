@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-import mma.model.network as network
-from mma.model import build_model
+from mma.model import build_model, network
 from mma.model.blocks import may_overwrite
 from mma.model.network import PixelShuffle
 
@@ -81,4 +80,4 @@ def test_pixel_shuffle_keeps_gradients():
 def test_state_dict_names_are_unchanged():
     names = list(build_model("mma-t", 4).state_dict())
     assert "upsample.0.weight" in names and "upsample.2.weight" in names
-    assert not any(name.startswith("upsample.1") or name.startswith("upsample.3") for name in names)
+    assert not any(name.startswith(("upsample.1", "upsample.3")) for name in names)
