@@ -81,3 +81,16 @@ def test_state_dict_names_are_unchanged():
     names = list(build_model("mma-t", 4).state_dict())
     assert "upsample.0.weight" in names and "upsample.2.weight" in names
     assert not any(name.startswith(("upsample.1", "upsample.3")) for name in names)
+
+
+def test_half_precision_output_leaves_in_float32():
+    """The last conv and the mean run in float32 after a bf16 body: no bf16 rounding of the output itself."""
+    torch.manual_seed(0)
+    model = build_model("mma-t", 2, num_block=1).eval()
+    x = torch.rand(1, 3, 12, 10)
+    exact = _inference(model, x)
+    half = model.to(torch.bfloat16)
+    got = _inference(half, x.to(torch.bfloat16))
+    assert got.dtype == torch.float32
+    rounded_output = _reference(half, x.to(torch.bfloat16)).float()
+    assert (got - exact).abs().mean() < (rounded_output - exact).abs().mean()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mma.model.blocks import (
@@ -130,24 +131,40 @@ class MMA(nn.Module):
         mean = torch.tensor(self.config.rgb_mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         shallow = self.conv_first((x - mean) * img_range)
         deep = self.conv_after_body(self.body(shallow)) + shallow
-        if may_overwrite() and deep.shape[2] * deep.shape[3] > UPSAMPLE_BAND_PIXELS:
-            return self._tail_in_bands(deep, mean)
-        return self.conv_last(self.upsample(deep)) / img_range + mean
+        if not may_overwrite():
+            return self.conv_last(self.upsample(deep)) / img_range + mean
+        if deep.shape[2] * deep.shape[3] > UPSAMPLE_BAND_PIXELS:
+            return self._tail_in_bands(deep)
+        return self._tail(deep)
 
-    def _tail(self, deep: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        return self.conv_last(self.upsample(deep)).div_(self.config.img_range).add_(mean)
+    def _tail(self, deep: torch.Tensor) -> torch.Tensor:
+        """Upsampler, last conv, back to [0, 1]. Half-precision activations leave the upsampler for a float32
+        last conv and mean: rounding the output itself to bf16 (steps of 1/256 near white, as coarse as 8-bit
+        pixels) would cost about as much PSNR as all the network's half-precision arithmetic before it
+        (docs/benchmarks.md, "Half precision on CPUs"), and this conv is the network's smallest."""
+        features = self.upsample(deep)
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        mean = torch.tensor(self.config.rgb_mean, dtype=dtype, device=deep.device).view(1, 3, 1, 1)
+        last = self.conv_last
+        if features.dtype == dtype:
+            out = last(features)
+        else:
+            bias = last.bias.to(dtype) if last.bias is not None else None
+            out = F.conv2d(features.to(dtype), last.weight.to(dtype), bias, padding=last.padding)
+        return out.div_(self.config.img_range).add_(mean)
 
-    def _tail_in_bands(self, deep: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """Upsampler and last conv over bands of rows, each with UPSAMPLE_HALO rows of context either side
-        (the convs are local, so the bands equal the whole image's result up to float32 rounding)."""
+    def _tail_in_bands(self, deep: torch.Tensor) -> torch.Tensor:
+        """`_tail` over bands of rows, each with UPSAMPLE_HALO rows of context either side (the convs are
+        local, so the bands equal the whole image's result up to float32 rounding)."""
         b, _, h, w = deep.shape
         s = self.scale
         rows = max(1, UPSAMPLE_BAND_PIXELS // w)
-        out = torch.empty(b, 3, h * s, w * s, dtype=deep.dtype, device=deep.device)
-        out = out.contiguous(memory_format=torch.channels_last)
+        out = None
         for top in range(0, h, rows):
             bottom = min(h, top + rows)
             first, last = max(0, top - UPSAMPLE_HALO), min(h, bottom + UPSAMPLE_HALO)
-            band = self._tail(deep[:, :, first:last], mean)
+            band = self._tail(deep[:, :, first:last])
+            if out is None:
+                out = band.new_empty(b, 3, h * s, w * s).contiguous(memory_format=torch.channels_last)
             out[:, :, top * s : bottom * s] = band[:, :, (top - first) * s : (bottom - first) * s]
         return out
