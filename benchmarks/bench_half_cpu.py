@@ -3,13 +3,17 @@
 The rule in `mma.runtime.resolve_dtype` turns a CPU half precision on by default only where it is native,
 loses under 0.01 dB on Set5 and is faster; this script measures the last two (whole images, as `mma eval`).
 A dtype without native kernels on this CPU is still measured here (resolve_dtype is bypassed), marked so.
+On a shared machine the dataset's wall times are noise; `--pairs N` then times N forwards of each dtype
+alternately on one `--size` input and reports the median of the per-pair speed ratios.
 
     python benchmarks/bench_half_cpu.py ../shared/data/Set5 --scale 4 --dtypes fp32 bf16
+    python benchmarks/bench_half_cpu.py ../shared/data/Set5 --scale 4 --pairs 7 --size 128
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -23,7 +27,12 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--model", default="mma-t")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--pairs", type=int, default=0, help="alternate timed forwards instead (see above)")
+    parser.add_argument("--size", type=int, default=128, help="input side for --pairs")
     args = parser.parse_args()
+    if args.pairs:
+        paired_speed(args.model, args.scale, args.dtypes, args.pairs, args.size)
+        return
 
     from mma.engine import Engine
     from mma.evaluate import evaluate_dataset
@@ -48,6 +57,32 @@ def main() -> None:
                     f"{name} vs fp32: {value - base_psnr:+.4f} dB, {base_seconds / seconds:.2f}x the speed "
                     f"({torch.get_num_threads()} threads)"
                 )
+
+
+def paired_speed(model: str, scale: int, names: list[str], pairs: int, size: int) -> None:
+    """Forwards of each dtype in turn, `pairs` rounds; ratios within a round share the machine's state."""
+    from mma.runtime import DTYPES
+    from mma.weights.loaded import load
+
+    loaded = load(model, scale)
+    networks = {name: loaded.to("cpu", DTYPES[name]).network for name in names}
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with torch.inference_mode():
+        for name, network in networks.items():
+            network(x.to(DTYPES[name]))  # warm-up
+        for _ in range(pairs):
+            for name, network in networks.items():
+                start = time.perf_counter()
+                network(x.to(DTYPES[name]))
+                times[name].append(time.perf_counter() - start)
+    for name in names:
+        ratios = [a / b for a, b in zip(times[names[0]], times[name])]
+        print(
+            f"{name}: median {statistics.median(times[name]):.3f} s per {size}x{size} forward; "
+            f"{names[0]}/{name} time ratio median {statistics.median(ratios):.2f} "
+            f"(range {min(ratios):.2f}-{max(ratios):.2f}, {pairs} pairs, {torch.get_num_threads()} threads)"
+        )
 
 
 if __name__ == "__main__":

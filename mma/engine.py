@@ -21,7 +21,7 @@ from torch import nn
 from mma.errors import CheckpointError, ConfigError
 from mma.imaging.io import ImageMeta, array_to_float
 from mma.runtime import cpu_threads, default_threads, parse_threads, resolve_device, resolve_dtype
-from mma.tiling import Progress, TileFn, upscale_tiled
+from mma.tiling import Progress, TileFn, parse_memory, upscale_tiled
 from mma.weights.loaded import LoadedModel, load
 
 DEFAULT_OVERLAP = 32
@@ -38,8 +38,10 @@ Batch = int | Literal["auto"]
 class Engine:
     """One model placed on one device in one precision, with a tiling and threading policy.
 
-    `tile`: "auto" (from free memory), None/0 (whole image) or a size in input pixels. `batch`: tiles per
-    forward, "auto" (as many as fit in free memory, at most 16) or a number. `threads`: CPU threads while the
+    `tile`: "auto" (the largest that fits the memory budget), None/0 (whole image) or a size in input pixels.
+    `batch`: tiles per forward, "auto" (as many as fit the budget, at most 16) or a number. `max_memory`: the
+    budget of one forward in bytes or as "2G" (default: half of free memory, and on a CPU at most 1 GiB;
+    `mma.tiling.memory_budget`). `threads`: CPU threads while the
     engine runs (None: one per idle CPU, see `mma.runtime.default_threads`). `alpha`: "resize" upscales
     transparency with a bicubic resize, "model" runs it through the network as a grey image. A
     half-precision result with NaN/Inf is recomputed in float32 (one warning) and float32 kept after.
@@ -57,6 +59,7 @@ class Engine:
         overlap: int = DEFAULT_OVERLAP,
         batch: Batch = "auto",
         alpha: Literal["resize", "model"] = "resize",
+        max_memory: int | str | None = None,
     ) -> None:
         if alpha not in ("resize", "model"):
             raise ConfigError(f"alpha must be 'resize' or 'model', got {alpha!r}")
@@ -68,6 +71,7 @@ class Engine:
         self.threads = parse_threads(threads)
         self._policy: tuple[float, int] | None = None  # (when, threads) of the last policy choice
         self.tile, self.overlap, self.batch, self.alpha = tile, overlap, batch, alpha
+        self.max_memory = parse_memory(max_memory) if max_memory is not None else None
 
     @property
     def scale(self) -> int:
@@ -101,6 +105,7 @@ class Engine:
                 progress=progress,
                 device=self.device,
                 bytes_per_pixel=self.model.bytes_per_pixel,
+                max_memory=self.max_memory,
             )
 
     def upscale_array(self, image: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:

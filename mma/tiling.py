@@ -11,7 +11,10 @@ steps, kept apart so each can be tested alone:
   into the caller's integer (or float) output as soon as a band is final, so memory follows the
   output's own size, not a full-size float32 buffer, and nothing is stitched on the GPU.
 
-`tile="auto"` picks the tile from available memory and halves it after an out-of-memory error.
+`tile="auto"` picks the largest tile whose estimated footprint fits the memory budget of one forward, and
+halves it after an out-of-memory error. The budget is a share of free memory, and on a CPU also at most
+`DEFAULT_CPU_MAX_MEMORY` unless the caller gives `max_memory`: a whole large image in one forward only saves
+the tiles' overlap, while its memory would press on everything else the user runs (docs/tiling.md).
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ MAX_AUTO_TILE = 1024
 # Share of the free memory one forward may use (the estimate per pixel has its own margin).
 MEMORY_SHARE = 0.5
 MAX_AUTO_BATCH = 16
+# A CPU forward's default memory budget: a 640x480 photo at x4 with MMA-T in one tile (docs/benchmarks.md,
+# "CPU pace"); `max_memory` (`--max-memory`) raises or lowers it.
+DEFAULT_CPU_MAX_MEMORY = 1 << 30
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 @dataclass(frozen=True)
@@ -194,20 +201,21 @@ def upscale_tiled(
     progress: Progress | None = None,
     device: torch.device | str | None = None,
     bytes_per_pixel: int = 16384,
+    max_memory: int | str | None = None,
 ) -> np.ndarray:
-    """`run_tiles` with automatic sizes: `tile="auto"` from free memory on `device`, `batch="auto"` as many
-    tiles per call as a share of free memory holds (on a quiet CPU too, stacked tiles run faster: see
-    docs/benchmarks.md, "Batched tiles"). After an out-of-memory error the batch is halved first, then an
-    automatic tile. `bytes_per_pixel` is the caller's estimate of the memory `fn` needs per input pixel.
+    """`run_tiles` with automatic sizes: `tile="auto"` the largest that fits the memory budget of one forward
+    on `device` (see `memory_budget`), `batch="auto"` as many tiles per call as the budget holds. After an
+    out-of-memory error the batch is halved first, then an automatic tile. `bytes_per_pixel` is the caller's
+    estimate of the memory `fn` needs per input pixel.
     """
     if tile != "auto" and (not isinstance(tile, (int, type(None))) or (tile is not None and tile < 0)):
         raise ConfigError(f"tile must be 'auto', 0 / None (whole image) or a size in pixels, got {tile!r}")
     if batch != "auto" and (not isinstance(batch, int) or batch < 1):
         raise ConfigError(f"batch must be 'auto' or a number of tiles (1 or more), got {batch!r}")
-    free = available_memory(device)
+    budget = memory_budget(device, max_memory)
     longest = max(image.shape[1:])
-    size = min(auto_tile(free, bytes_per_pixel), longest) if tile == "auto" else (tile or None)
-    count = batch if batch != "auto" else auto_batch(free, bytes_per_pixel, size or longest)
+    size = min(auto_tile(budget, bytes_per_pixel), longest) if tile == "auto" else (tile or None)
+    count = batch if batch != "auto" else auto_batch(budget, bytes_per_pixel, size or longest)
     while True:
         try:
             return run_tiles(
@@ -225,15 +233,42 @@ def upscale_tiled(
             torch.cuda.empty_cache()
 
 
-def auto_batch(memory_bytes: int, bytes_per_pixel: int, tile: int) -> int:
-    """Tiles per forward: as many as a share of free memory holds, at most MAX_AUTO_BATCH."""
-    fits = int(max(memory_bytes, 0) * MEMORY_SHARE // max(bytes_per_pixel * tile * tile, 1))
+def memory_budget(device: torch.device | str | None = None, max_memory: int | str | None = None) -> int:
+    """Bytes one forward may use: a share of the free memory on `device`, at most `max_memory` when given
+    (bytes or a size such as "2G"), else on a CPU at most DEFAULT_CPU_MAX_MEMORY."""
+    share = int(available_memory(device) * MEMORY_SHARE)
+    if max_memory is not None:
+        return min(share, parse_memory(max_memory))
+    if torch.device(device or "cpu").type == "cpu":
+        return min(share, DEFAULT_CPU_MAX_MEMORY)
+    return share
+
+
+def parse_memory(value: int | str) -> int:
+    """Bytes from an integer or a size with an optional binary unit: 512M, 1.5G, 2GiB, 1073741824."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        amount = value
+    else:
+        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+        unit = text[-1:] if text[-1:] in _UNITS and not text[-1:].isdigit() else ""
+        try:
+            amount = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+        except (ValueError, OverflowError):  # not a number, or inf
+            raise ConfigError(f"max memory must be a size such as 512M or 2G, got {value!r}") from None
+    if amount <= 0:
+        raise ConfigError(f"max memory must be more than zero, got {value!r}")
+    return amount
+
+
+def auto_batch(budget_bytes: int, bytes_per_pixel: int, tile: int) -> int:
+    """Tiles per forward: as many as the budget holds, at most MAX_AUTO_BATCH."""
+    fits = int(max(budget_bytes, 0) // max(bytes_per_pixel * tile * tile, 1))
     return max(1, min(MAX_AUTO_BATCH, fits))
 
 
-def auto_tile(memory_bytes: int, bytes_per_pixel: int) -> int:
-    """Largest tile (a multiple of 16) whose estimated footprint fits a share of `memory_bytes`."""
-    pixels = max(memory_bytes, 0) * MEMORY_SHARE / max(bytes_per_pixel, 1)
+def auto_tile(budget_bytes: int, bytes_per_pixel: int) -> int:
+    """Largest tile (a multiple of 16) whose estimated footprint fits the budget."""
+    pixels = max(budget_bytes, 0) / max(bytes_per_pixel, 1)
     side = math.isqrt(int(pixels)) // 16 * 16
     return min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, side))
 
