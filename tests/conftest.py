@@ -173,3 +173,12 @@ def hub():
 
     with serving() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _cpu_auto_precision_is_fp32(monkeypatch) -> None:
+    """`auto` precision on a CPU follows the host (bf16 where it is native, mma.runtime.cpu_auto_dtype), so
+    every test runs float32 there unless it asks; tests/test_cpu_half_rule.py tests the rule itself."""
+    from mma import runtime
+
+    monkeypatch.setattr(runtime, "cpu_auto_dtype", lambda: runtime.torch.float32)
