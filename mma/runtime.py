@@ -71,7 +71,7 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
 # faster (benchmarks/bench_half_cpu.py; docs/benchmarks.md, "Half precision on CPUs"). The measurements:
 # dtype -> (Set5 loss in dB, fp32 time / half time). fp16 is unmeasured (no AVX512-FP16 CPU to hand).
 MAX_CPU_HALF_LOSS_DB = 0.01
-CPU_HALF_MEASURED: dict[torch.dtype, tuple[float, float]] = {torch.bfloat16: (0.0020, 1.19)}
+CPU_HALF_MEASURED: dict[torch.dtype, tuple[float, float]] = {torch.bfloat16: (0.0020, 1.00)}
 
 
 def cpu_auto_dtype() -> torch.dtype:
