@@ -38,7 +38,8 @@ Batch = int | Literal["auto"]
 class Engine:
     """One model placed on one device in one precision, with a tiling and threading policy.
 
-    `tile`: "auto" (the largest that fits the memory budget), None/0 (whole image) or a size in input pixels.
+    `tile`: "auto" (the rows x columns shape that wastes least within the memory budget), None/0 (whole image)
+    or a size in input pixels.
     `batch`: tiles per forward, "auto" (as many as fit the budget, at most 16) or a number. `max_memory`: the
     budget of one forward in bytes or as "2G" (default: half of free memory, and on a CPU at most 1 GiB;
     `mma.tiling.memory_budget`). `threads`: CPU threads while the

@@ -1,4 +1,4 @@
-"""The inference path (in-place tails, split in_proj, channels-last pixel shuffle, upsampler in bands) computes
+"""The inference path (in-place tails, split in_proj, upsampler in bands) computes
 what the plain autograd path computes, up to float32 rounding; the plain path is the reference
 (tests/test_model.py checks it against an independent float64 implementation)."""
 
@@ -10,7 +10,6 @@ from torch import nn
 
 from mma.model import build_model, network
 from mma.model.blocks import may_overwrite
-from mma.model.network import PixelShuffle
 
 
 def _reference(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -57,24 +56,6 @@ def test_small_inputs_skip_the_bands(monkeypatch):
     monkeypatch.setattr(model, "_tail_in_bands", lambda *args: calls.append(args))
     _inference(model, torch.rand(1, 3, 8, 8))
     assert calls == []
-
-
-@pytest.mark.parametrize("factor", [2, 3])
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_pixel_shuffle_moves_the_same_values(factor, channels_last):
-    x = torch.randn(2, 5 * factor * factor, 7, 9, dtype=torch.float64)
-    x[0, 0, 0, 0], x[1, -1, -1, -1] = float("inf"), float("-inf")  # data movement only: any value survives
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    got = PixelShuffle(factor)(x)
-    assert torch.equal(got, nn.PixelShuffle(factor)(x))
-    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
-
-
-def test_pixel_shuffle_keeps_gradients():
-    x = torch.randn(1, 8, 3, 4, requires_grad=True)
-    PixelShuffle(2)(x.contiguous(memory_format=torch.channels_last)).square().sum().backward()
-    torch.testing.assert_close(x.grad, 2 * x.detach())
 
 
 def test_state_dict_names_are_unchanged():

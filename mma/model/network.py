@@ -11,16 +11,15 @@ from mma.model.blocks import (
     ChannelLayerNorm,
     GatedDConvFFN,
     ResidualConvBlock,
-    exporting,
     may_overwrite,
 )
 from mma.model.config import MMAConfig
 from mma.model.vim import VimBranch
 
 # The upsampler and last conv run in bands of about this many input pixels when no gradient is wanted: their
-# activations (scale^2 x 4 x num_feat floats per input pixel, the forward's largest) then stay small enough
-# to be reused by the allocator instead of being mapped and zeroed afresh, and the peak memory of a large
-# image is the body's, not the upsampler's (docs/benchmarks.md, "CPU pace").
+# activations (scale^2 x 4 x num_feat floats per input pixel, the forward's largest) then never exist for the
+# whole image, and a large image's peak memory is the body's: at x4 about 3.8 KB per input pixel instead of
+# 8.9 KB (docs/benchmarks.md, "CPU pace").
 UPSAMPLE_BAND_PIXELS = 16384
 # Input rows each band reads beyond its own on either side: the upsampler's 3x3 convs reach 1 pixel at the
 # input's resolution, 1/2 at x2 and 1/4 at x4 (and 1/3 at x3), under 2 input pixels in all.
@@ -68,32 +67,13 @@ class MMABlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
-class PixelShuffle(nn.PixelShuffle):
-    """nn.PixelShuffle that keeps a channels-last input channels-last in one gather copy.
-
-    torch's pixel_shuffle on a channels-last tensor is several times slower than on a contiguous one; the same
-    rearrangement written as a view, a permute and one copy costs a plain memory pass, and its output is
-    already in the layout the next conv wants. Pure data movement: the values are those of nn.PixelShuffle.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or exporting():
-            return super().forward(x)
-        r = self.upscale_factor
-        b, c, h, w = x.shape
-        out_c = c // (r * r)
-        pixels = x.permute(0, 2, 3, 1).view(b, h, w, out_c, r, r)  # channel index = (out_c, i, j)
-        shuffled = pixels.permute(0, 1, 4, 2, 5, 3).contiguous()  # (b, h, i, w, j, out_c)
-        return shuffled.view(b, h * r, w * r, out_c).permute(0, 3, 1, 2)
-
-
 def _upsampler(scale: int, channels: int) -> nn.Sequential:
     """x2/x4: [conv C->4C, PixelShuffle(2)] per factor 2; x3: conv C->9C, PixelShuffle(3)."""
     if scale == 3:
-        return nn.Sequential(nn.Conv2d(channels, 9 * channels, 3, padding=1), PixelShuffle(3))
+        return nn.Sequential(nn.Conv2d(channels, 9 * channels, 3, padding=1), nn.PixelShuffle(3))
     layers: list[nn.Module] = []
     for _ in range(scale.bit_length() - 1):
-        layers += [nn.Conv2d(channels, 4 * channels, 3, padding=1), PixelShuffle(2)]
+        layers += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2)]
     return nn.Sequential(*layers)
 
 
