@@ -118,19 +118,24 @@ class MMA(nn.Module):
         return self._tail(deep)
 
     def _tail(self, deep: torch.Tensor) -> torch.Tensor:
-        """Upsampler, last conv, back to [0, 1]. Half-precision activations leave the upsampler for a float32
-        last conv and mean: rounding the output itself to bf16 (steps of 1/256 near white, as coarse as 8-bit
-        pixels) would cost about as much PSNR as all the network's half-precision arithmetic before it
-        (docs/benchmarks.md, "Half precision on CPUs"), and this conv is the network's smallest."""
+        return self._to_image(self._upsample_and_last_conv(deep))
+
+    def _upsample_and_last_conv(self, deep: torch.Tensor) -> torch.Tensor:
+        """Half-precision activations leave the upsampler for a float32 last conv: rounding the output itself
+        to bf16 (steps of 1/256 near white, as coarse as 8-bit pixels) cost more PSNR than all the network's
+        half-precision arithmetic before it (docs/benchmarks.md, "Half precision on CPUs"), and this conv is
+        the network's smallest."""
         features = self.upsample(deep)
         dtype = torch.promote_types(features.dtype, torch.float32)
-        mean = torch.tensor(self.config.rgb_mean, dtype=dtype, device=deep.device).view(1, 3, 1, 1)
         last = self.conv_last
         if features.dtype == dtype:
-            out = last(features)
-        else:
-            bias = last.bias.to(dtype) if last.bias is not None else None
-            out = F.conv2d(features.to(dtype), last.weight.to(dtype), bias, padding=last.padding)
+            return last(features)
+        bias = last.bias.to(dtype) if last.bias is not None else None
+        return F.conv2d(features.to(dtype), last.weight.to(dtype), bias, padding=last.padding)
+
+    def _to_image(self, out: torch.Tensor) -> torch.Tensor:
+        """The last conv's output back to [0, 1] pixels, in place."""
+        mean = torch.tensor(self.config.rgb_mean, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
         return out.div_(self.config.img_range).add_(mean)
 
     def _tail_in_bands(self, deep: torch.Tensor) -> torch.Tensor:
@@ -143,8 +148,8 @@ class MMA(nn.Module):
         for top in range(0, h, rows):
             bottom = min(h, top + rows)
             first, last = max(0, top - UPSAMPLE_HALO), min(h, bottom + UPSAMPLE_HALO)
-            band = self._tail(deep[:, :, first:last])
+            band = self._upsample_and_last_conv(deep[:, :, first:last])
             if out is None:
                 out = band.new_empty(b, 3, h * s, w * s).contiguous(memory_format=torch.channels_last)
             out[:, :, top * s : bottom * s] = band[:, :, (top - first) * s : (bottom - first) * s]
-        return out
+        return self._to_image(out)
