@@ -106,14 +106,16 @@ def upscale(
     threads: int | None = None,
     alpha: Literal["resize", "model"] = "resize",
     progress: bool | Progress = False,
+    max_memory: int | str | None = None,
 ) -> Any:
     """Upscale `image` and return it as the same kind: path -> PIL image, PIL -> PIL, numpy -> numpy
     (same layout and dtype), torch (C,H,W) / (B,C,H,W) float -> torch on the same device.
 
     `model` is a registry name, a weights file or folder, a Hub repo id, a LoadedModel or an nn.Module;
     `scale` (default: the model's own, 4 for a bare registry name) must match it. `tile="auto"` sizes tiles
-    from free memory; `None`/`0` runs the whole image at once. `batch` tiles run per forward ("auto": as
-    many as fit on a GPU). `threads`: CPU threads (default: one per idle CPU). `alpha="resize"` upscales
+    to the memory budget of one forward (`max_memory`, bytes or "2G"; default half of free memory, on a CPU
+    at most 1 GiB); `None`/`0` runs the whole image at once. `batch` tiles run per forward ("auto": as
+    many as fit the budget). `threads`: CPU threads (default: one per idle CPU). `alpha="resize"` upscales
     transparency with a bicubic resize, `"model"` runs it through the network as a grey image. `progress`
     is a callback `(done_tiles, total_tiles)` or True for `mma.progress.TileProgressBar` on stderr.
     """
@@ -131,6 +133,7 @@ def upscale(
         overlap=overlap,
         batch=batch,
         alpha=alpha,
+        max_memory=max_memory,
     )
     return upscale_with(engine, image, progress=progress)
 

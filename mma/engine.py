@@ -30,7 +30,7 @@ from mma.runtime import (
     resolve_device,
     resolve_dtype,
 )
-from mma.tiling import Progress, TileFn, upscale_tiled
+from mma.tiling import Progress, TileFn, parse_memory, upscale_tiled
 from mma.weights.loaded import LoadedModel, load
 
 DEFAULT_OVERLAP = 32
@@ -47,8 +47,11 @@ Batch = int | Literal["auto"]
 class Engine:
     """One model placed on one device in one precision, with a tiling and threading policy.
 
-    `tile`: "auto" (from free memory), None/0 (whole image) or a size in input pixels. `batch`: tiles per
-    forward, "auto" (as many as fit in free memory, at most 16) or a number. `threads`: CPU threads while the
+    `tile`: "auto" (the rows x columns shape that wastes least within the memory budget), None/0 (whole image)
+    or a size in input pixels.
+    `batch`: tiles per forward, "auto" (as many as fit the budget, at most 16) or a number. `max_memory`: the
+    budget of one forward in bytes or as "2G" (default: half of free memory, and on a CPU at most 1 GiB;
+    `mma.tiling.memory_budget`). `threads`: CPU threads while the
     engine runs (None: one per idle CPU, see `mma.runtime.default_threads`). `alpha`: "resize" upscales
     transparency with a bicubic resize, "model" runs it through the network as a grey image. A
     half-precision result with NaN/Inf is recomputed in float32 (one warning) and float32 kept after.
@@ -66,6 +69,7 @@ class Engine:
         overlap: int = DEFAULT_OVERLAP,
         batch: Batch = "auto",
         alpha: Literal["resize", "model"] = "resize",
+        max_memory: int | str | None = None,
     ) -> None:
         if alpha not in ("resize", "model"):
             raise ConfigError(f"alpha must be 'resize' or 'model', got {alpha!r}")
@@ -78,6 +82,7 @@ class Engine:
         self.threads = parse_threads(threads)
         self._policy: tuple[float, int] | None = None  # (when, threads) of the last policy choice
         self.tile, self.overlap, self.batch, self.alpha = tile, overlap, batch, alpha
+        self.max_memory = parse_memory(max_memory) if max_memory is not None else None
 
     @property
     def scale(self) -> int:
@@ -111,6 +116,7 @@ class Engine:
                 progress=progress,
                 device=self.device,
                 bytes_per_pixel=self.model.bytes_per_pixel,
+                max_memory=self.max_memory,
             )
 
     def upscale_array(self, image: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:

@@ -74,8 +74,25 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
     return chosen
 
 
+# The rule for half precision by default on a CPU (`auto`): the CPU has it natively, and it was measured to
+# lose under MAX_CPU_HALF_LOSS_DB of Set5 PSNR against fp32 (worst of the scales measured) and to run
+# faster (benchmarks/bench_half_cpu.py; docs/benchmarks.md, "Half precision on CPUs"). The measurements:
+# dtype -> (Set5 loss in dB, fp32 time / half time). fp16 is unmeasured (no AVX512-FP16 CPU to hand).
+MAX_CPU_HALF_LOSS_DB = 0.01
+CPU_HALF_MEASURED: dict[torch.dtype, tuple[float, float]] = {torch.bfloat16: (0.0020, 1.00)}
+
+
+def cpu_auto_dtype() -> torch.dtype:
+    """What `auto` means on this CPU: the first half precision the rule above admits, else fp32."""
+    for dtype, (loss_db, speedup) in CPU_HALF_MEASURED.items():
+        if loss_db < MAX_CPU_HALF_LOSS_DB and speedup > 1.0 and cpu_has_native(dtype):
+            return dtype
+    return torch.float32
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The precision to run in. `auto`: bf16 on CUDA GPUs that have it, else fp16 on GPUs, fp32 on CPUs.
+    """The precision to run in. `auto`: bf16 on CUDA GPUs that have it, else fp16 on GPUs; on CPUs
+    `cpu_auto_dtype()` (half precision only where it is native, measured accurate and faster).
 
     Half precision on a CPU without native half arithmetic is emulated and several times slower than
     float32, so it is replaced by float32 with one warning instead of silently costing minutes.
@@ -89,7 +106,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         if name == "auto":
             if device.type == "cuda":
                 return torch.bfloat16 if cuda_has_bf16() else torch.float16
-            return torch.float16 if device.type == "mps" else torch.float32
+            return torch.float16 if device.type == "mps" else cpu_auto_dtype()
         if name not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
         chosen = DTYPES[name]

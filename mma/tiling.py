@@ -11,7 +11,11 @@ steps, kept apart so each can be tested alone:
   into the caller's integer (or float) output as soon as a band is final, so memory follows the
   output's own size, not a full-size float32 buffer, and nothing is stitched on the GPU.
 
-`tile="auto"` picks the tile from available memory and halves it after an out-of-memory error.
+`tile="auto"` picks the tile shape (rows x columns, not always square) that sends the fewest input pixels
+through the network while each tile's estimated footprint fits the memory budget of one forward, and halves
+it after an out-of-memory error. The budget is a share of free memory, and on a CPU also at most
+`DEFAULT_CPU_MAX_MEMORY` unless the caller gives `max_memory`: a whole large image in one forward only saves
+the tiles' overlap, while its memory would press on everything else the user runs (docs/tiling.md).
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ MAX_AUTO_TILE = 1024
 # Share of the free memory one forward may use (the estimate per pixel has its own margin).
 MEMORY_SHARE = 0.5
 MAX_AUTO_BATCH = 16
+# A CPU forward's default memory budget: a 640x480 photo at x4 with MMA-T in one tile (docs/benchmarks.md,
+# "CPU pace"); `max_memory` (`--max-memory`) raises or lowers it.
+DEFAULT_CPU_MAX_MEMORY = 1 << 30
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ def plan_axis(length: int, tile: int, overlap: int, scale: int) -> AxisPlan:
         raise ConfigError(f"tile size must be at least 2 pixels, got {tile}")
     size = tile - tile % 2
     overlap = min(overlap, size // 2)
-    count = 1 + math.ceil((length - size) / (size - overlap))
+    count = _tile_count(length, tile, overlap)
     # Integer division spreads the slack evenly; every step is <= size - overlap.
     starts = tuple(i * (length - size) // (count - 1) for i in range(count))
     return AxisPlan(size, starts, _windows(starts, size, length, overlap * scale, scale))
@@ -110,7 +118,7 @@ def run_tiles(
     scale: int,
     out: np.ndarray,
     *,
-    tile: int | None,
+    tile: int | tuple[int, int] | None,
     overlap: int,
     progress: Progress | None = None,
     batch: int = 1,
@@ -118,9 +126,9 @@ def run_tiles(
     """Upscale a float (C, H, W) CPU image through `fn` tile by tile into `out` (sH, sW, C').
 
     `out` decides the result's type: uint8/uint16 are rounded from [0, 1], floats are clipped to [0, 1].
-    `tile` None or 0 runs the whole image as one tile. `progress(done, total)` is called with 0
-    done first, then after each tile. `batch` tiles go through `fn` together (all tiles
-    of a plan have one size, so they stack); the result does not depend on it.
+    `tile` None or 0 runs the whole image as one tile; a (rows, columns) pair gives each axis its own size.
+    `progress(done, total)` is called with 0 done first, then after each tile. `batch` tiles go through
+    `fn` together (all tiles of a plan have one size, so they stack); the result does not depend on it.
     """
     if batch < 1:
         raise ConfigError(f"batch must be at least 1, got {batch}")
@@ -128,8 +136,9 @@ def run_tiles(
     if out.shape[:2] != (height * scale, width * scale):
         raise ValueError(f"output shape {out.shape} does not match {height}x{width} at x{scale}")
     whole = max(height, width)
-    rows = plan_axis(height, tile or whole, overlap, scale)
-    cols = plan_axis(width, tile or whole, overlap, scale)
+    tile_rows, tile_cols = tile if isinstance(tile, tuple) else (tile, tile)
+    rows = plan_axis(height, tile_rows or whole, overlap, scale)
+    cols = plan_axis(width, tile_cols or whole, overlap, scale)
     channels, total = out.shape[2], len(rows.starts) * len(cols.starts)
     if progress is not None:
         progress(0, total)  # before the first forward, so a display knows the total while it runs
@@ -197,48 +206,131 @@ def upscale_tiled(
     progress: Progress | None = None,
     device: torch.device | str | None = None,
     bytes_per_pixel: int = 16384,
+    max_memory: int | str | None = None,
 ) -> np.ndarray:
-    """`run_tiles` with automatic sizes: `tile="auto"` from free memory on `device`, `batch="auto"` as many
-    tiles per call as a share of free memory holds (on a quiet CPU too, stacked tiles run faster: see
-    docs/benchmarks.md, "Batched tiles"). After an out-of-memory error the batch is halved first, then an
-    automatic tile. `bytes_per_pixel` is the caller's estimate of the memory `fn` needs per input pixel.
+    """`run_tiles` with automatic sizes: `tile="auto"` the largest that fits the memory budget of one forward
+    on `device` (see `memory_budget`), `batch="auto"` as many tiles per call as the budget holds. After an
+    out-of-memory error the batch is halved first, then an automatic tile. `bytes_per_pixel` is the caller's
+    estimate of the memory `fn` needs per input pixel.
     """
     if tile != "auto" and (not isinstance(tile, (int, type(None))) or (tile is not None and tile < 0)):
         raise ConfigError(f"tile must be 'auto', 0 / None (whole image) or a size in pixels, got {tile!r}")
     if batch != "auto" and (not isinstance(batch, int) or batch < 1):
         raise ConfigError(f"batch must be 'auto' or a number of tiles (1 or more), got {batch!r}")
-    free = available_memory(device)
-    longest = max(image.shape[1:])
-    size = min(auto_tile(free, bytes_per_pixel), longest) if tile == "auto" else (tile or None)
-    count = batch if batch != "auto" else auto_batch(free, bytes_per_pixel, size or longest)
+    budget = memory_budget(device, max_memory)
+    height, width = image.shape[1:]
+    size: int | tuple[int, int] | None = tile or None
+    if tile == "auto":
+        size = auto_tile_shape(budget, bytes_per_pixel, height, width, overlap)
+    rows, cols = size if isinstance(size, tuple) else (size or height, size or width)
+    count = batch if batch != "auto" else auto_batch(budget, bytes_per_pixel, (rows, cols))
     while True:
         try:
             return run_tiles(
                 fn, image, scale, out, tile=size, overlap=overlap, progress=progress, batch=count
             )
         except Exception as exc:
-            if not is_out_of_memory(exc) or (count == 1 and (tile != "auto" or size <= MIN_AUTO_TILE)):
+            smallest = isinstance(size, tuple) and max(size) <= MIN_AUTO_TILE
+            if not is_out_of_memory(exc) or (count == 1 and (tile != "auto" or smallest)):
                 raise
         if count > 1:
             count = count // 2
-        else:
-            size = max(MIN_AUTO_TILE, size // 2)
+        elif isinstance(size, tuple):
+            size = (max(MIN_AUTO_TILE, size[0] // 2), max(MIN_AUTO_TILE, size[1] // 2))
         log.info("out of memory: retrying with %s-pixel tiles, %d per batch", size, count)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
-def auto_batch(memory_bytes: int, bytes_per_pixel: int, tile: int) -> int:
-    """Tiles per forward: as many as a share of free memory holds, at most MAX_AUTO_BATCH."""
-    fits = int(max(memory_bytes, 0) * MEMORY_SHARE // max(bytes_per_pixel * tile * tile, 1))
+def memory_budget(device: torch.device | str | None = None, max_memory: int | str | None = None) -> int:
+    """Bytes one forward may use: a share of the free memory on `device`, at most `max_memory` when given
+    (bytes or a size such as "2G"), else on a CPU at most DEFAULT_CPU_MAX_MEMORY."""
+    share = int(available_memory(device) * MEMORY_SHARE)
+    if max_memory is not None:
+        return min(share, parse_memory(max_memory))
+    if torch.device(device or "cpu").type == "cpu":
+        return min(share, DEFAULT_CPU_MAX_MEMORY)
+    return share
+
+
+def parse_memory(value: int | str) -> int:
+    """Bytes from an integer or a size with an optional binary unit: 512M, 1.5G, 2GiB, 1073741824."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        amount = value
+    else:
+        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+        unit = text[-1:] if text[-1:] in _UNITS and not text[-1:].isdigit() else ""
+        try:
+            amount = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+        except (ValueError, OverflowError):  # not a number, or inf
+            raise ConfigError(f"max memory must be a size such as 512M or 2G, got {value!r}") from None
+    if amount <= 0:
+        raise ConfigError(f"max memory must be more than zero, got {value!r}")
+    return amount
+
+
+def auto_batch(budget_bytes: int, bytes_per_pixel: int, tile: int | tuple[int, int]) -> int:
+    """Tiles per forward: as many `tile` (a side, or rows x columns) as the budget holds, at most
+    MAX_AUTO_BATCH."""
+    rows, cols = tile if isinstance(tile, tuple) else (tile, tile)
+    fits = int(max(budget_bytes, 0) // max(bytes_per_pixel * rows * cols, 1))
     return max(1, min(MAX_AUTO_BATCH, fits))
 
 
-def auto_tile(memory_bytes: int, bytes_per_pixel: int) -> int:
-    """Largest tile (a multiple of 16) whose estimated footprint fits a share of `memory_bytes`."""
-    pixels = max(memory_bytes, 0) * MEMORY_SHARE / max(bytes_per_pixel, 1)
+def auto_tile(budget_bytes: int, bytes_per_pixel: int) -> int:
+    """Largest tile (a multiple of 16) whose estimated footprint fits the budget."""
+    pixels = max(budget_bytes, 0) / max(bytes_per_pixel, 1)
     side = math.isqrt(int(pixels)) // 16 * 16
     return min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, side))
+
+
+def auto_tile_shape(
+    budget_bytes: int, bytes_per_pixel: int, height: int, width: int, overlap: int
+) -> tuple[int, int]:
+    """The (rows, columns) tile that sends the fewest input pixels through the network (overlaps count
+    twice), each tile within the budget and at most MAX_AUTO_TILE a side; fewer tiles break ties.
+
+    A 640x480 photo whose whole does not fit thus runs as two 480x336 tiles (1.05x its pixels), where
+    square 304-pixel tiles would take six (1.8x). Falls back to MIN_AUTO_TILE squares when nothing fits.
+    """
+    pixels = max(budget_bytes, 0) // max(bytes_per_pixel, 1)
+    best: tuple[tuple[int, int], tuple[int, int]] | None = None  # ((cost, tiles), (rows, cols))
+    for down in range(1, height + 1):
+        rows = _tile_side(height, down, overlap)
+        if rows < MIN_AUTO_TILE and down > 1:
+            break
+        if rows > MAX_AUTO_TILE:
+            continue
+        for across in range(1, width + 1):
+            cols = _tile_side(width, across, overlap)
+            if cols < MIN_AUTO_TILE and across > 1:
+                break
+            if cols <= MAX_AUTO_TILE and rows * cols <= pixels:  # more tiles across would only cost more
+                key = (down * across * rows * cols, down * across)
+                if best is None or key < best[0]:
+                    best = (key, (rows, cols))
+                break
+    return best[1] if best is not None else (MIN_AUTO_TILE, MIN_AUTO_TILE)
+
+
+def _tile_side(length: int, count: int, overlap: int) -> int:
+    """The smallest tile `plan_axis` covers `length` with in `count` tiles (the whole length for one)."""
+    if count == 1:
+        return length
+    side = -(-(length + (count - 1) * overlap) // count)
+    side += side % 2
+    while _tile_count(length, side, overlap) > count:  # only when the overlap is cut to half a tile
+        side += 2
+    return side
+
+
+def _tile_count(length: int, tile: int, overlap: int) -> int:
+    """How many tiles `plan_axis` lays along `length`."""
+    if length <= tile:
+        return 1
+    size = tile - tile % 2
+    overlap = min(overlap, size // 2)
+    return 1 + math.ceil((length - size) / (size - overlap))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

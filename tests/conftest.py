@@ -222,3 +222,12 @@ def host(monkeypatch: pytest.MonkeyPatch) -> Host:
     `host.cpus(4, idle=1.0)`, `host.free_memory(2 << 30)`): tests must hold on every machine, so behaviour
     that depends on the hardware is tested with each answer injected, never with the host's own."""
     return Host(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_auto_precision_is_fp32(monkeypatch) -> None:
+    """`auto` precision on a CPU follows the host (bf16 where it is native, mma.runtime.cpu_auto_dtype), so
+    every test runs float32 there unless it asks; tests/test_cpu_half_rule.py tests the rule itself."""
+    from mma import runtime
+
+    monkeypatch.setattr(runtime, "cpu_auto_dtype", lambda: runtime.torch.float32)

@@ -112,9 +112,9 @@ def test_out_of_memory_halves_the_batch_before_the_tile() -> None:
     )
 
 
-def test_auto_batch_follows_free_memory() -> None:
+def test_auto_batch_follows_the_memory_budget() -> None:
     assert auto_batch(10**12, 1000, 256) == 16  # capped
-    assert auto_batch(2 * 4 * 1000 * 256 * 256, 1000, 256) == 4  # half of free memory
+    assert auto_batch(4 * 1000 * 256 * 256, 1000, 256) == 4
     assert auto_batch(0, 1000, 256) == 1
     with pytest.raises(ConfigError, match="batch"):
         upscale_tiled(lambda t: t, torch.rand(3, 8, 8), 1, np.zeros((8, 8, 3), np.float32), batch=0)

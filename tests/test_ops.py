@@ -379,3 +379,19 @@ def test_every_backend_function_has_the_protocol_signature():
             assert found == expected, f"{name}: {function.__module__}.{function.__name__}"
             extras = parameters[len(expected) :]  # a backend's own options: keyword-only, with defaults
             assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extras), name
+
+
+@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_conv_without_autograd_applies_silu_in_place_correctly(backend, reverse):
+    """Inference takes the SiLU into the conv's own output: same values, the caller's input untouched."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 40, 8, generator=g).transpose(1, 2) * 30.0
+    x[0, 0, :4] = torch.tensor([1e4, -1e4, 88.5, -88.5])  # SiLU's saturated tails
+    weight, bias = torch.randn(8, 4, generator=g), torch.randn(8, generator=g)
+    before = x.clone()
+    with torch.inference_mode():
+        out = causal_conv1d(x, weight, bias, "silu", reverse=reverse, backend=backend)
+    ref = reference.causal_conv1d(x, weight, bias, "silu", reverse=reverse)
+    assert torch.equal(x, before)
+    assert _rel_err(out, ref) <= 1e-5

@@ -227,8 +227,8 @@ def test_out_of_memory_at_the_smallest_tile_is_raised():
 def test_auto_tile_follows_memory():
     assert auto_tile(0, 1000) == MIN_AUTO_TILE
     assert auto_tile(1 << 40, 1) == 1024
-    assert auto_tile(2 * 256 * 256 * 1000, 1000) == 256  # half the free memory for one forward
-    assert auto_tile(2 * 250 * 250 * 1000, 1000) == 240  # rounded down to a multiple of 16
+    assert auto_tile(256 * 256 * 1000, 1000) == 256  # the whole budget of one forward
+    assert auto_tile(250 * 250 * 1000, 1000) == 240  # rounded down to a multiple of 16
     assert available_memory("cpu") > 0
     assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))

@@ -72,7 +72,8 @@ def upscale(
         str, typer.Option("--model", "-m", help="mma-t, mma-b, a weights file, or a Hub repo id.")
     ] = "mma-t",
     tile: Annotated[
-        str, typer.Option(help="Tile size in input pixels, 'auto' (from free memory) or 0 (whole image).")
+        str,
+        typer.Option(help="Tile size in input pixels, 'auto' (fits --max-memory) or 0 (whole image)."),
     ] = "auto",
     overlap: Annotated[int, typer.Option(help="Overlap between tiles in input pixels.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
@@ -93,8 +94,14 @@ def upscale(
     alpha: Annotated[str, typer.Option(help="Transparency: 'resize' (bicubic) or 'model'.")] = "resize",
     batch: Annotated[
         str,
-        typer.Option(help="Tiles per forward: 'auto' (as many as fit in memory, at most 16) or a number."),
+        typer.Option(help="Tiles per forward: 'auto' (as many as fit --max-memory, at most 16) or a number."),
     ] = "auto",
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory one forward may use, e.g. 512M or 4G. Default: half of free memory, at most 1G on a CPU."
+        ),
+    ] = None,
     threads: Annotated[str | None, typer.Option(help="CPU threads. Default: one per idle CPU.")] = None,
 ) -> None:
     from mma.api import load_model
@@ -111,6 +118,7 @@ def upscale(
     if force and skip_existing:
         raise ConfigError("--force and --skip-existing: choose one (replace existing outputs, or keep them)")
     batch_size = _parse_batch(batch)
+    memory_cap = _parse_max_memory(max_memory)
     from tqdm.auto import tqdm
 
     from mma.cli.shards import gather, on_main, processes, share, threads_for, together
@@ -128,6 +136,7 @@ def upscale(
                 overlap=overlap,
                 batch=batch_size,
                 alpha=alpha,
+                max_memory=memory_cap,
             )
 
         engine = together(make_engine, placement)
@@ -202,6 +211,15 @@ def _parse_tile(text: str) -> int | str:
     if text.isdigit():
         return int(text)
     raise ConfigError(f"--tile {text}: use a size in pixels, 'auto' or 0")
+
+
+def _parse_max_memory(text: str | None) -> int | None:
+    from mma.tiling import parse_memory
+
+    try:
+        return parse_memory(text) if text is not None else None
+    except ConfigError as exc:
+        raise ConfigError(f"--max-memory {text}: {exc}") from None
 
 
 def _parse_batch(text: str) -> int | str:

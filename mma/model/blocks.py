@@ -10,6 +10,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def may_overwrite() -> bool:
+    """True when no autograd graph is recorded and no exporter traces the forward: a layer may then write into
+    the fresh tensors it made (one memory pass and no new allocation instead of two) and take the
+    shape-dependent shortcuts of eager inference. Training, gradients of the input (LAM) and ONNX export
+    keep the plain out-of-place graph."""
+    return not torch.is_grad_enabled() and not exporting()
+
+
+def exporting() -> bool:
+    """True while TorchScript, torch.compile/torch.export or the ONNX exporter traces the forward."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    return torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
 class _BiasedLayerNorm(nn.Module):
     """LayerNorm over the last axis (biased variance, eps 1e-5); holds `weight` and `bias`."""
 
@@ -65,7 +80,11 @@ class ChannelAttentionBranch(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cab(x)
+        if not may_overwrite():
+            return self.cab(x)
+        squeeze_in, gelu, squeeze_out, attention = self.cab
+        y = squeeze_out(gelu(squeeze_in(x)))
+        return y.mul_(attention.attention(y))  # ChannelAttention's product, into the conv's fresh output
 
 
 class GatedDConvFFN(nn.Module):
@@ -79,7 +98,8 @@ class GatedDConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        gated = F.gelu(x1).mul_(x2) if may_overwrite() else F.gelu(x1) * x2
+        return self.project_out(gated)
 
 
 class ResidualConvBlock(nn.Module):

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mma.model.blocks import ChannelAttentionBranch, ChannelLayerNorm, GatedDConvFFN, ResidualConvBlock
+from mma.model.blocks import (
+    ChannelAttentionBranch,
+    ChannelLayerNorm,
+    GatedDConvFFN,
+    ResidualConvBlock,
+    may_overwrite,
+)
 from mma.model.config import MMAConfig
 from mma.model.vim import VimBranch
+
+# The upsampler and last conv run in bands of about this many input pixels when no gradient is wanted: their
+# activations (scale^2 x 4 x num_feat floats per input pixel, the forward's largest) then never exist for the
+# whole image, and a large image's peak memory is the body's: at x4 about 3.8 KB per input pixel instead of
+# 8.9 KB (docs/benchmarks.md, "CPU pace").
+UPSAMPLE_BAND_PIXELS = 16384
+# Input rows each band reads beyond its own on either side: the upsampler's 3x3 convs reach 1 pixel at the
+# input's resolution, 1/2 at x2 and 1/4 at x4 (and 1/3 at x3), under 2 input pixels in all.
+UPSAMPLE_HALO = 2
 
 
 class TokenMixer(nn.Module):
@@ -28,7 +44,8 @@ class TokenMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.mamba(x) if hasattr(self, "mamba") else self.cnn(x)
         if hasattr(self, "channel_attention"):
-            out = out + self.channel_attention(x)
+            attention = self.channel_attention(x)
+            out = out.add_(attention) if may_overwrite() else out + attention
         return out
 
 
@@ -43,6 +60,9 @@ class MMABlock(nn.Module):
         self.ffn = GatedDConvFFN(config.num_feat, config.ffn_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if may_overwrite():  # the branches' outputs are fresh tensors: add the residual into them
+            x = self.attn(self.norm1(x)).add_(x)
+            return self.ffn(self.norm2(x)).add_(x)
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
@@ -91,4 +111,45 @@ class MMA(nn.Module):
         mean = torch.tensor(self.config.rgb_mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         shallow = self.conv_first((x - mean) * img_range)
         deep = self.conv_after_body(self.body(shallow)) + shallow
-        return self.conv_last(self.upsample(deep)) / img_range + mean
+        if not may_overwrite():
+            return self.conv_last(self.upsample(deep)) / img_range + mean
+        if deep.shape[2] * deep.shape[3] > UPSAMPLE_BAND_PIXELS:
+            return self._tail_in_bands(deep)
+        return self._tail(deep)
+
+    def _tail(self, deep: torch.Tensor) -> torch.Tensor:
+        return self._to_image(self._upsample_and_last_conv(deep))
+
+    def _upsample_and_last_conv(self, deep: torch.Tensor) -> torch.Tensor:
+        """Half-precision activations leave the upsampler for a float32 last conv: rounding the output itself
+        to bf16 (steps of 1/256 near white, as coarse as 8-bit pixels) cost more PSNR than all the network's
+        half-precision arithmetic before it (docs/benchmarks.md, "Half precision on CPUs"), and this conv is
+        the network's smallest."""
+        features = self.upsample(deep)
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        last = self.conv_last
+        if features.dtype == dtype:
+            return last(features)
+        bias = last.bias.to(dtype) if last.bias is not None else None
+        return F.conv2d(features.to(dtype), last.weight.to(dtype), bias, padding=last.padding)
+
+    def _to_image(self, out: torch.Tensor) -> torch.Tensor:
+        """The last conv's output back to [0, 1] pixels, in place."""
+        mean = torch.tensor(self.config.rgb_mean, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
+        return out.div_(self.config.img_range).add_(mean)
+
+    def _tail_in_bands(self, deep: torch.Tensor) -> torch.Tensor:
+        """`_tail` over bands of rows, each with UPSAMPLE_HALO rows of context either side (the convs are
+        local, so the bands equal the whole image's result up to float32 rounding)."""
+        b, _, h, w = deep.shape
+        s = self.scale
+        rows = max(1, UPSAMPLE_BAND_PIXELS // w)
+        out = None
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            first, last = max(0, top - UPSAMPLE_HALO), min(h, bottom + UPSAMPLE_HALO)
+            band = self._upsample_and_last_conv(deep[:, :, first:last])
+            if out is None:
+                out = band.new_empty(b, 3, h * s, w * s).contiguous(memory_format=torch.channels_last)
+            out[:, :, top * s : bottom * s] = band[:, :, (top - first) * s : (bottom - first) * s]
+        return self._to_image(out)

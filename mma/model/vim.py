@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mma import ops
+from mma.model.blocks import may_overwrite
 
 
 def _init_dt_proj(
@@ -101,12 +103,21 @@ class BiMamba(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x, z = self.in_proj(tokens).transpose(1, 2).chunk(2, dim=1)
+        if may_overwrite():
+            # x and z as two products with halves of in_proj's weight: each (B, L, Di) result is contiguous, so
+            # its transpose is already the channels-last sequence the causal conv takes (a chunk of the joint
+            # product would be copied there), and the two directions' sum goes into the first one's output.
+            x_weight, z_weight = self.in_proj.weight.chunk(2, dim=0)
+            x = F.linear(tokens, x_weight).transpose(1, 2)
+            z = F.linear(tokens, z_weight).transpose(1, 2)
+        else:
+            x, z = self.in_proj(tokens).transpose(1, 2).chunk(2, dim=1)
         y = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, reverse=False)
         y_b = self._direction(
             x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, reverse=True
         )
-        return self.out_proj((y + y_b).transpose(1, 2))
+        both = y.add_(y_b) if may_overwrite() else y + y_b
+        return self.out_proj(both.transpose(1, 2))
 
 
 class VimBranch(nn.Module):

@@ -31,7 +31,8 @@ def causal_conv1d(
     if activation not in (None, "silu"):
         raise ValueError(f"activation must be None or 'silu', not {activation!r}")
     y = _CausalConv1d.apply(x, weight, bias, reverse)
-    return F.silu(y) if activation == "silu" else y
+    # Without autograd the conv's fresh output can take the SiLU in place: one pass, no second buffer.
+    return F.silu(y, inplace=not torch.is_grad_enabled()) if activation == "silu" else y
 
 
 def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool) -> Tensor:
