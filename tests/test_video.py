@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import optional_package
 
 av = optional_package("av", "video")
 
-import mma  # noqa: E402
-from mma.errors import (  # noqa: E402
+import mma
+from mma.errors import (
     ConfigError,
     OutputError,
     VideoOutputError,
@@ -22,7 +21,7 @@ from mma.errors import (  # noqa: E402
     VideoTruncatedError,
     VideoUnavailableError,
 )
-from mma.video.segments import work_folder  # noqa: E402
+from mma.video.segments import work_folder
 
 WIDTH, HEIGHT = 32, 24
 
@@ -77,7 +76,9 @@ def video_frames(path: Path) -> list[tuple[float, np.ndarray]]:
     """(time in seconds, RGB pixels) of every frame."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        return [(float(f.pts * stream.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+        return [
+            (float(f.pts * stream.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(stream)
+        ]
 
 
 def audio_packets(path: Path) -> list[tuple[float, bytes]]:
@@ -112,3 +113,211 @@ def test_lossless_output_matches_upscale_of_each_frame_with_timestamps_and_sound
         assert np.abs(large.astype(int) - expected.astype(int)).max() <= 1
     assert not work_folder(result.path).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv", "clip_x2.mkv", "tiny_x2.safetensors"]
+
+
+def test_default_codec_keeps_rotation_colour_tags_pixel_format_and_timestamps(tmp_path, tiny_model):
+    source = make_clip(
+        tmp_path / "clip.mp4", 12, codec="libx264", pix_fmt="yuv420p", rotation=90, colour=True
+    )
+    result = upscale_video(source, tmp_path / "out.mp4", tiny_model)
+    with av.open(str(result.path)) as container:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        assert (context.name, context.pix_fmt, context.width, context.height) == ("h264", "yuv420p", 64, 48)
+        tags = (context.color_range, context.color_primaries, context.color_trc, context.colorspace)
+        assert tags == (1, 1, 1, 1)
+        assert next(container.decode(stream)).rotation == 90
+    assert [t for t, _ in video_frames(result.path)] == [t for t, _ in video_frames(source)]
+    assert audio_packets(result.path) == audio_packets(source)
+
+
+def test_crf_reaches_the_encoder_and_lower_means_larger(tmp_path, tiny_model):
+    source = make_clip(tmp_path / "clip.mkv", 6, audio=False)
+    sizes = [
+        upscale_video(source, tmp_path / f"q{crf}.mkv", tiny_model, crf=crf).path.stat().st_size
+        for crf in (4, 40)
+    ]
+    assert sizes[0] > sizes[1]
+
+
+def test_frames_range_starts_at_zero_with_the_sound_of_those_frames(tmp_path, tiny_model):
+    source = make_clip(tmp_path / "clip.mkv")
+    result = upscale_video(source, tmp_path / "part.mkv", tiny_model, codec="ffv1", frames=(5, 15))
+    before, after = video_frames(source), video_frames(result.path)
+    assert result.frames == len(after) == 10
+    start = before[5][0]
+    assert [t for t, _ in after] == pytest.approx([t - start for t, _ in before[5:15]])
+    end = before[15][0]
+    wanted = [(t - start, data) for t, data in audio_packets(source) if start <= t < end]
+    assert [data for _, data in audio_packets(result.path)] == [data for _, data in wanted]
+    assert [t for t, _ in audio_packets(result.path)] == pytest.approx([t for t, _ in wanted], abs=1e-3)
+
+
+def test_a_killed_run_resumes_from_its_finished_segments(tmp_path, tiny_model):
+    from mma.engine import Engine
+    from mma.video import upscale_video_with
+
+    source = make_clip(tmp_path / "clip.mkv")
+    target = tmp_path / "out.mkv"
+    engine = Engine(tiny_model, device="cpu", dtype="fp32", threads=1, batch=3)
+
+    def kill(done: int, total: int) -> None:
+        if done == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video_with(engine, source, target, codec="ffv1", segment_frames=8, progress=kill)
+    parts = work_folder(target)
+    assert not target.exists()
+    assert sorted(p.name for p in parts.iterdir()) == ["00000.nut", "00001.nut", "manifest.json"]
+    seen: list[int] = []
+    resumed = upscale_video_with(
+        engine,
+        source,
+        target,
+        codec="ffv1",
+        segment_frames=8,
+        skip_existing=True,
+        progress=lambda d, t: seen.append(t),
+    )
+    assert (resumed.frames, resumed.upscaled, len(seen)) == (30, 14, 14)
+    assert not parts.exists()
+    fresh = upscale_video_with(engine, source, tmp_path / "fresh.mkv", codec="ffv1", segment_frames=8)
+    assert fresh.upscaled == 30
+    assert [(t, f.tobytes()) for t, f in video_frames(target)] == [
+        (t, f.tobytes()) for t, f in video_frames(fresh.path)
+    ]
+    assert audio_packets(target) == audio_packets(source)
+
+
+def test_segments_of_another_job_are_not_reused(tmp_path, tiny_model):
+    from mma.engine import Engine
+    from mma.video import upscale_video_with
+
+    source = make_clip(tmp_path / "clip.mkv", 12, audio=False)
+    target = tmp_path / "out.mkv"
+    engine = Engine(tiny_model, device="cpu", dtype="fp32", threads=1)
+
+    def kill(done: int, total: int) -> None:
+        if done == 9:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video_with(engine, source, target, codec="ffv1", segment_frames=4, progress=kill)
+    result = upscale_video_with(engine, source, target, codec="libx264", segment_frames=4, skip_existing=True)
+    assert result.upscaled == 12  # another codec: the ffv1 segments are thrown away
+    assert [t for t, _ in video_frames(target)] == [t for t, _ in video_frames(source)]
+
+
+def test_h264_segments_with_reordered_frames_join_at_the_source_timestamps(tmp_path, tiny_model):
+    from mma.engine import Engine
+    from mma.video import upscale_video_with
+
+    source = make_clip(tmp_path / "clip.mp4", 36, codec="libx264", pix_fmt="yuv420p")
+    engine = Engine(tiny_model, device="cpu", dtype="fp32", threads=1)
+    result = upscale_video_with(engine, source, tmp_path / "out.mp4", segment_frames=12)
+    with av.open(str(result.path)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+    assert any(p.dts != p.pts for p in packets)  # B-frames: the decoding times were rebuilt
+    assert [t for t, _ in video_frames(result.path)] == [t for t, _ in video_frames(source)]
+    assert audio_packets(result.path) == audio_packets(source)
+
+
+def test_decode_times_rise_and_never_pass_their_presentation_time():
+    from mma.video.segments import decode_times
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        presented = np.cumsum(rng.integers(1, 5, size=rng.integers(1, 30))).tolist()
+        order = list(presented)
+        for i in range(0, len(order) - 2, 3):  # B-frame style reordering: an anchor before two earlier frames
+            if rng.random() < 0.7:
+                order[i : i + 3] = [order[i + 2], order[i], order[i + 1]]
+        times = decode_times(order)
+        assert all(a < b for a, b in zip(times, times[1:]))
+        assert all(dts <= pts for dts, pts in zip(times, order))
+
+
+def test_existing_output_is_kept_or_refused(tmp_path, tiny_model):
+    source = make_clip(tmp_path / "clip.mkv", 4, audio=False)
+    target = tmp_path / "out.mkv"
+    target.write_bytes(b"earlier")
+    with pytest.raises(OutputError, match="exists"):
+        upscale_video(source, target, tiny_model)
+    assert upscale_video(source, target, tiny_model, skip_existing=True).skipped
+    assert target.read_bytes() == b"earlier"
+    assert upscale_video(source, target, tiny_model, overwrite=True).frames == 4
+
+
+def no_partial_files(folder: Path, *kept: str) -> bool:
+    return sorted(p.name for p in folder.iterdir()) == sorted(kept)
+
+
+def test_not_a_video_is_one_line(tmp_path, tiny_model):
+    (tmp_path / "notes.mp4").write_text("not a video at all")
+    with pytest.raises(VideoReadError, match=r"notes.mp4: not a video \(") as caught:
+        upscale_video(tmp_path / "notes.mp4", tmp_path / "out.mp4", tiny_model)
+    assert "\n" not in str(caught.value)
+    assert no_partial_files(tmp_path, "notes.mp4", "tiny_x2.safetensors")
+
+
+def test_no_video_stream_is_one_line(tmp_path, tiny_model):
+    container = av.open(str(tmp_path / "sound.mka"), "w")
+    stream = container.add_stream("flac", rate=8000)
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.int16), format="s16", layout="mono")
+    frame.sample_rate, frame.pts = 8000, 0
+    container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+    container.close()
+    with pytest.raises(VideoReadError, match="no video stream \\(holds audio\\)"):
+        upscale_video(tmp_path / "sound.mka", tmp_path / "out.mkv", tiny_model)
+    assert no_partial_files(tmp_path, "sound.mka", "tiny_x2.safetensors")
+
+
+def test_unknown_codec_is_one_line(tmp_path, tiny_model):
+    source = make_clip(tmp_path / "clip.mkv", 3, audio=False)
+    with pytest.raises(ConfigError, match="--codec nonsense: no such video encoder"):
+        upscale_video(source, tmp_path / "out.mkv", tiny_model, codec="nonsense")
+    with pytest.raises(ConfigError, match="--codec aac: aac is not a video encoder"):
+        upscale_video(source, tmp_path / "out.mkv", tiny_model, codec="aac")
+    with pytest.raises(ConfigError, match="--crf 80: libx264 takes 0 to 51"):
+        upscale_video(source, tmp_path / "out.mkv", tiny_model, crf=80)
+    assert no_partial_files(tmp_path, "clip.mkv", "tiny_x2.safetensors")
+
+
+def test_a_container_that_cannot_hold_the_streams_is_refused_before_any_work(tmp_path, tiny_model):
+    source = make_clip(tmp_path / "clip.mkv", 3)  # AAC sound, which WebM cannot hold
+    with pytest.raises(
+        VideoOutputError, match=r"out.webm: a .webm file cannot hold the video h264, audio aac"
+    ):
+        upscale_video(source, tmp_path / "out.webm", tiny_model)
+    with pytest.raises(VideoOutputError, match="unknown video container"):
+        upscale_video(source, tmp_path / "out.xyz", tiny_model)
+    assert no_partial_files(tmp_path, "clip.mkv", "tiny_x2.safetensors")
+
+
+def test_a_truncated_video_is_upscaled_as_far_as_it_decodes_then_says_where_it_stopped(tmp_path, tiny_model):
+    whole = make_clip(
+        tmp_path / "whole.mp4", 40, codec="libx264", pix_fmt="yuv420p", options={"movflags": "faststart"}
+    )
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    target = tmp_path / "out.mp4"
+    with pytest.raises(
+        VideoTruncatedError, match=r"cut.mp4: truncated: decoding stopped after frame \d+ .* of the 40"
+    ) as caught:
+        upscale_video(cut, target, tiny_model)
+    frames = len(video_frames(target))
+    assert 0 < frames < 40
+    assert f"the {frames} frames before it are upscaled in {target}" in str(caught.value)
+    assert no_partial_files(tmp_path, "whole.mp4", "cut.mp4", "out.mp4", "tiny_x2.safetensors")
+
+
+def test_missing_pyav_names_the_extra(monkeypatch):
+    import sys
+
+    from mma.video.backend import require_av
+
+    monkeypatch.setitem(sys.modules, "av", None)
+    with pytest.raises(VideoUnavailableError, match=r'pip install "mma-sr\[video\]"'):
+        require_av()

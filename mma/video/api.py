@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -195,9 +195,9 @@ def upscale_video_with(
         )
     offset = run.first_time if frames is not None else Fraction(0)
     span = (float(run.first_time), float(run.end_time)) if frames is not None else (float("-inf"), None)
-    count = -(-run.frames // segment_frames)
+    parts = [(segments.path(number), pts) for number, pts in sorted(run.segment_starts.items())]
     with av.open(str(source)) as again:
-        join([segments.path(number) for number in range(count)], again, info, target, muxer, span, offset)
+        join(parts, again, info, target, muxer, span, offset)
     segments.remove()
     expected = info.expected_frames if stop is None else min(stop, info.expected_frames or stop)
     if state.error is not None or (stop is None or stop > state.decoded) and state.decoded < expected:
@@ -216,6 +216,7 @@ class _Run:
     upscaled: int = 0
     first_time: Fraction = Fraction(0)  # of the first frame in the range, in seconds
     end_time: Fraction = Fraction(0)  # just after the last frame in the range
+    segment_starts: dict[int, int] = field(default_factory=dict)  # segment -> source pts of its first frame
 
 
 def _encode_segments(
@@ -243,7 +244,9 @@ def _encode_segments(
             run.frames += 1
             step = frame.duration or (1 / info.rate / info.time_base if info.rate else 0)
             run.end_time = time + step * info.time_base
-            if segments.finished((frame.index - start) // segment_frames):
+            number = (frame.index - start) // segment_frames
+            run.segment_starts.setdefault(number, frame.pts)
+            if segments.finished(number):
                 continue
             pending.append(frame)
             yield frame.pixels
@@ -274,9 +277,10 @@ def _encode_segments(
 
 def _frames_to_do(info: SourceInfo, segments: Segments, start: int, stop: int | None, size: int) -> int:
     """Frames this call will upscale, as far as the header tells (0 when it does not)."""
-    end = stop if stop is not None else info.expected_frames
-    if info.expected_frames:
-        end = min(end, info.expected_frames)
+    known = info.estimated_frames
+    end = stop if stop is not None else known
+    if known:
+        end = min(end, known)
     if not end or end <= start:
         return 0
     done = sum(

@@ -117,7 +117,7 @@ class SegmentWriter:
 
 
 def join(
-    segments: list[Path],
+    segments: list[tuple[Path, int]],
     source: Any,
     info: SourceInfo,
     target: Path,
@@ -125,14 +125,15 @@ def join(
     span: tuple[float, float | None],
     offset: Fraction,
 ) -> Path:
-    """Write `target` atomically: the segments' video packets as they are, the source's audio and subtitle
-    packets whose time lies in `span` (seconds), every timestamp moved back by `offset` seconds."""
+    """Write `target` atomically: the video packets of `segments` (each with the source timestamp of its
+    first frame) as they are, the source's audio and subtitle packets whose time lies in `span` (seconds),
+    every timestamp moved back by `offset` seconds."""
     return atomic_write(target, lambda tmp: _join_into(tmp, segments, source, info, muxer, span, offset))
 
 
 def _join_into(
     tmp: Path,
-    segments: list[Path],
+    segments: list[tuple[Path, int]],
     source: Any,
     info: SourceInfo,
     muxer: str,
@@ -140,7 +141,7 @@ def _join_into(
     offset: Fraction,
 ) -> None:
     av = require_av()
-    with av.open(str(segments[0])) as first, av.open(str(tmp), "w", format=muxer) as output:
+    with av.open(str(segments[0][0])) as first, av.open(str(tmp), "w", format=muxer) as output:
         video = output.add_stream_from_template(first.streams.video[0])
         video.time_base = info.time_base
         if info.rotation:
@@ -151,7 +152,7 @@ def _join_into(
             stream.disposition = source.streams[index].disposition
         video.metadata.update({k: v for k, v in source.streams.video[0].metadata.items() if k != "rotate"})
         output.metadata.update(source.metadata)
-        streams = [(_video_packets(segments), video)]
+        streams = [(_video_packets(segments, info.time_base), video)]
         if copies:
             streams.append((_copied_packets(source, list(copies), span), None))
         for _, _, packet, target_stream in heapq.merge(
@@ -171,20 +172,35 @@ def _tagged(packets: Iterator[Any], stream: Any, order: int) -> Iterator[tuple[f
         yield (float(stamp * packet.time_base) if stamp is not None else 0.0, order, packet, stream)
 
 
-def _video_packets(segments: list[Path]) -> Iterator[Any]:
-    """Every packet of every segment in order, decoding times made strictly increasing across the joins
-    (each segment's encoder starts its own count; a repeat is moved up while it stays before its pts)."""
+def _video_packets(segments: list[tuple[Path, int]], time_base: Fraction) -> Iterator[Any]:
+    """Every packet of every segment in order, at the source's timestamps: a segment file holds no negative
+    timestamp, so its muxer moved all of them up by the encoder's delay, which is taken back here. NUT keeps
+    no decoding times for reordered frames; they are made again (`decode_times`), rising across the joins."""
     av = require_av()
     last = None
-    for path in segments:
-        with av.open(str(path)) as container:
-            for packet in container.demux(container.streams.video[0]):
-                if packet.size == 0:
-                    continue
-                if last is not None and packet.dts is not None and packet.dts <= last:
-                    packet.dts = last + 1 if packet.pts is None or last + 1 <= packet.pts else packet.dts
+    for path, first_pts in segments:
+        with av.open(str(path)) as container:  # open while its packets are muxed: they refer to its stream
+            unit = container.streams.video[0].time_base  # the segment muxer's, not always the source's
+            packets = [p for p in container.demux(container.streams.video[0]) if p.size and p.pts is not None]
+            shift = min(p.pts for p in packets) - round(first_pts * time_base / unit)
+            for packet, dts in zip(packets, decode_times([p.pts - shift for p in packets])):
+                packet.pts -= shift
+                packet.dts = dts if last is None or dts > last else min(last + 1, packet.pts)
                 last = packet.dts
                 yield packet
+
+
+def decode_times(pts: list[int]) -> list[int]:
+    """Decoding times for packets in decoding order: each the `delay`-th earlier presentation time, with
+    `delay` the least that keeps every decoding time at or before its presentation time; the first
+    `delay` packets get times before the first frame, one smallest frame step apart."""
+    order = sorted(pts)
+    delay = 0
+    while any(order[i - delay] > pts[i] for i in range(delay, len(pts))):
+        delay += 1
+    steps = [b - a for a, b in zip(order, order[1:]) if b > a]
+    step = min(steps) if steps else 1
+    return [order[i - delay] if i >= delay else order[0] - (delay - i) * step for i in range(len(pts))]
 
 
 def _copied_packets(source: Any, indices: list[int], span: tuple[float, float | None]) -> Iterator[Any]:

@@ -32,6 +32,14 @@ class SourceInfo:
     rotation: int  # display rotation in degrees (the pixels are stored unrotated)
     copied: tuple[int, ...]  # indices of the audio and subtitle streams copied untouched
     start_time: float  # first timestamp of the video stream, in seconds
+    duration: float | None  # seconds, when the container says
+
+    @property
+    def estimated_frames(self) -> int:
+        """The header's frame count, else duration times the average rate (for progress only), else 0."""
+        if self.expected_frames or not self.duration or not self.rate:
+            return self.expected_frames
+        return round(self.duration * self.rate)
 
 
 @dataclass
@@ -92,6 +100,9 @@ def _describe(av: Any, container: Any, path: Path) -> SourceInfo:
         rotation=round(first.rotation or 0),
         copied=copied,
         start_time=float((stream.start_time or 0) * stream.time_base),
+        duration=float(stream.duration * stream.time_base)
+        if stream.duration
+        else (container.duration / 1e6 if container.duration else None),
     )
 
 
