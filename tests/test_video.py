@@ -12,6 +12,8 @@ from conftest import optional_package
 
 av = optional_package("av", "video")
 
+import itertools
+
 import mma
 from mma.errors import (
     ConfigError,
@@ -234,7 +236,7 @@ def test_decode_times_rise_and_never_pass_their_presentation_time():
             if rng.random() < 0.7:
                 order[i : i + 3] = [order[i + 2], order[i], order[i + 1]]
         times = decode_times(order)
-        assert all(a < b for a, b in zip(times, times[1:]))
+        assert all(a < b for a, b in itertools.pairwise(times))
         assert all(dts <= pts for dts, pts in zip(times, order))
 
 

@@ -10,6 +10,7 @@ audio and subtitle packets, so nothing is encoded twice.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import os
 import shutil
@@ -198,7 +199,7 @@ def decode_times(pts: list[int]) -> list[int]:
     delay = 0
     while any(order[i - delay] > pts[i] for i in range(delay, len(pts))):
         delay += 1
-    steps = [b - a for a, b in zip(order, order[1:]) if b > a]
+    steps = [b - a for a, b in itertools.pairwise(order) if b > a]
     step = min(steps) if steps else 1
     return [order[i - delay] if i >= delay else order[0] - (delay - i) * step for i in range(len(pts))]
 
