@@ -323,3 +323,63 @@ def test_missing_pyav_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)
     with pytest.raises(VideoUnavailableError, match=r'pip install "mma-sr\[video\]"'):
         require_av()
+
+
+@pytest.fixture
+def cli(tiny_weights):
+    from typer.testing import CliRunner
+
+    from mma.cli.app import app
+
+    def invoke(*args: str | Path):
+        options = ["-m", str(tiny_weights), "--device", "cpu", "--dtype", "fp32", "--threads", "1"]
+        return CliRunner().invoke(app, ["upscale", *map(str, args), *options])
+
+    return invoke
+
+
+def test_cli_upscales_a_video_and_an_image_in_one_folder_and_leaves_its_results_alone(tmp_path, cli):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "clip.mkv", 6)
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(folder / "still.png")
+    result = cli(folder, "--codec", "ffv1")
+    assert result.exit_code == 0, result.output
+    assert "clip.mkv -> " in result.output and "clip_x2.mkv: 6 frames" in result.output
+    assert "2 done, 0 skipped, 0 failed" in result.output
+    assert len(video_frames(folder / "clip_x2.mkv")) == 6 and (folder / "still_x2.png").exists()
+    again = cli(folder, "--skip-existing")
+    assert "0 done, 2 skipped, 0 failed" in again.output  # the results themselves are not inputs
+
+
+def test_cli_output_file_frames_and_bad_videos(tmp_path, cli):
+    source = make_clip(tmp_path / "clip.mp4", 10, codec="libx264", pix_fmt="yuv420p")
+    result = cli(source, "-o", tmp_path / "piece.mkv", "--frames", "2:6", "--crf", "30")
+    assert result.exit_code == 0, result.output
+    assert len(video_frames(tmp_path / "piece.mkv")) == 4
+    (tmp_path / "broken.mp4").write_bytes(b"nothing here")
+    bad = cli(tmp_path / "broken.mp4", source, "-o", tmp_path / "out", "--codec", "ffv1")
+    assert bad.exit_code == 1
+    errors = [line for line in bad.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.mp4: not a video" in errors[0]
+    assert "1 done, 0 skipped, 1 failed" in bad.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip_x2.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "5"], "--frames 5: use START:END"),
+        (["--frames", "6:2"], "--frames 6:2: END must be after START"),
+        (["--codec", "nonsense"], "--codec nonsense: no such video encoder"),
+        (["-o", "out.webm"], "cannot hold the video h264, audio aac stream"),
+    ],
+)
+def test_cli_bad_video_options_are_one_line(tmp_path, cli, args, message):
+    source = make_clip(tmp_path / "clip.mkv", 3)
+    result = cli(source, *[str(tmp_path / a) if a.startswith("out.") else a for a in args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1

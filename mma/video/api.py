@@ -160,8 +160,10 @@ def upscale_video_with(
     skip_existing: bool = False,
     segment_frames: int = SEGMENT_FRAMES,
     progress: bool | FrameProgress = False,
+    software: str | None = None,
 ) -> VideoResult:
-    """`upscale_video` with an engine already made (the CLI makes one for many files)."""
+    """`upscale_video` with an engine already made (the CLI makes one for many files). `software`, when
+    given, becomes the output's comment (see `mma.imaging.io.software_tag`)."""
     av = require_av()
     source, target = Path(source), Path(target)
     start, stop = _checked_range(frames)
@@ -197,7 +199,7 @@ def upscale_video_with(
     span = (float(run.first_time), float(run.end_time)) if frames is not None else (float("-inf"), None)
     parts = [(segments.path(number), pts) for number, pts in sorted(run.segment_starts.items())]
     with av.open(str(source)) as again:
-        join(parts, again, info, target, muxer, span, offset)
+        join(parts, again, info, target, muxer, span, offset, software)
     segments.remove()
     expected = info.expected_frames if stop is None else min(stop, info.expected_frames or stop)
     if state.error is not None or (stop is None or stop > state.decoded) and state.decoded < expected:

@@ -125,11 +125,14 @@ def join(
     muxer: str,
     span: tuple[float, float | None],
     offset: Fraction,
+    software: str | None = None,
 ) -> Path:
     """Write `target` atomically: the video packets of `segments` (each with the source timestamp of its
     first frame) as they are, the source's audio and subtitle packets whose time lies in `span` (seconds),
-    every timestamp moved back by `offset` seconds."""
-    return atomic_write(target, lambda tmp: _join_into(tmp, segments, source, info, muxer, span, offset))
+    every timestamp moved back by `offset` seconds; `software` as its comment (`made_by_mma` reads it)."""
+    return atomic_write(
+        target, lambda tmp: _join_into(tmp, segments, source, info, muxer, span, offset, software)
+    )
 
 
 def _join_into(
@@ -140,6 +143,7 @@ def _join_into(
     muxer: str,
     span: tuple[float, float | None],
     offset: Fraction,
+    software: str | None,
 ) -> None:
     av = require_av()
     with av.open(str(segments[0][0])) as first, av.open(str(tmp), "w", format=muxer) as output:
@@ -153,6 +157,10 @@ def _join_into(
             stream.disposition = source.streams[index].disposition
         video.metadata.update({k: v for k, v in source.streams.video[0].metadata.items() if k != "rotate"})
         output.metadata.update(source.metadata)
+        if software is not None:  # Matroska spells the tag COMMENT, MP4 comment
+            for key in [k for k in output.metadata if k.lower() == "comment"]:
+                del output.metadata[key]
+            output.metadata["comment"] = software
         streams = [(_video_packets(segments, info.time_base), video)]
         if copies:
             streams.append((_copied_packets(source, list(copies), span), None))

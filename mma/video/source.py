@@ -172,3 +172,16 @@ def _codec_name(stream: Any) -> str:
 def _reason(exc: Exception) -> str:
     """FFmpeg's words for an error, without PyAV's errno and file name decoration."""
     return getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+
+
+def made_by_mma(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a video that `mma upscale` wrote, by the comment it leaves (not by its name)."""
+    from mma.imaging.io import MADE_BY
+
+    av = require_av()
+    try:
+        with av.open(str(path)) as container:
+            comment = next((v for k, v in container.metadata.items() if k.lower() == "comment"), "")
+    except av.error.FFmpegError:
+        return False
+    return comment.startswith(f"{MADE_BY} ")
