@@ -383,3 +383,62 @@ def test_cli_bad_video_options_are_one_line(tmp_path, cli, args, message):
     assert result.exit_code == 1
     assert message in result.output
     assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_frames_per_forward_stacks_whole_frames_and_tiles_large_ones(monkeypatch, tiny_model):
+    from mma.engine import Engine
+    from mma.video import frames as frames_module
+
+    whole = Engine(tiny_model, device="cpu", tile=None, batch=5)
+    assert frames_module.frames_per_forward(whole, 480, 854) == 5
+    assert frames_module.frames_per_forward(Engine(tiny_model, device="cpu", tile=64), 48, 80) == 0
+    automatic = Engine(tiny_model, device="cpu")  # tile and batch from free memory, injected here
+    per_pixel = tiny_model.bytes_per_pixel
+    monkeypatch.setattr(frames_module, "available_memory", lambda device: 2 * 6 * per_pixel * 100 * 100)
+    assert frames_module.frames_per_forward(automatic, 100, 100) == 6
+    monkeypatch.setattr(frames_module, "available_memory", lambda device: per_pixel * 100 * 100)
+    assert frames_module.frames_per_forward(automatic, 1000, 1000) == 0
+
+
+def test_frame_iterator_equals_upscale_of_each_frame_in_any_grouping(tmp_path, tiny_model):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(7)]
+    single = [mma.upscale(f, model=tiny_model, device="cpu", dtype="fp32", threads=1) for f in frames]
+    for batch in (1, 3, 16):
+        results = list(
+            mma.upscale_frames(iter(frames), model=tiny_model, device="cpu", dtype="fp32", batch=batch)
+        )
+        assert len(results) == 7
+        for got, expected in zip(results, single):
+            assert got.dtype == np.uint8 and np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    tiled = list(mma.upscale_frames(frames[:2], model=tiny_model, device="cpu", dtype="fp32", tile=16))
+    assert [t.shape for t in tiled] == [(HEIGHT * 2, WIDTH * 2, 3)] * 2
+    pictures = list(mma.upscale_frames([Image.fromarray(frames[0]), frames[1][..., 0]], model=tiny_model))
+    assert isinstance(pictures[0], Image.Image) and pictures[0].size == (WIDTH * 2, HEIGHT * 2)
+    assert pictures[1].shape == (HEIGHT * 2, WIDTH * 2)  # grey stays grey
+    with pytest.raises(ConfigError, match="cannot upscale a str frame"):
+        list(mma.upscale_frames(["frame.png"], model=tiny_model))
+
+
+def test_subtitles_are_copied_and_a_deep_source_stays_deep(tmp_path, tiny_model):
+    clip = make_clip(tmp_path / "clip.mkv", 12, codec="ffv1", pix_fmt="yuv420p10le")
+    (tmp_path / "words.srt").write_text(
+        "1\n00:00:00,100 --> 00:00:00,300\nHello\n\n2\n00:00:00,400 --> 00:00:00,500\nAgain\n"
+    )
+    source = tmp_path / "with_words.mkv"
+    srt = tmp_path / "words.srt"
+    with av.open(str(clip)) as video, av.open(str(srt)) as words, av.open(str(source), "w") as out:
+        streams = {s: out.add_stream_from_template(s) for s in (*video.streams, *words.streams)}
+        for container in (video, words):
+            for packet in container.demux():
+                if packet.size:
+                    packet.stream = streams[packet.stream]
+                    out.mux(packet)
+    result = upscale_video(source, tmp_path / "out.mkv", tiny_model, codec="h265")
+    with av.open(str(result.path)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+        assert [s.type for s in container.streams] == ["video", "audio", "subtitle"]
+        texts = [bytes(p) for p in container.demux(container.streams.subtitles[0]) if p.size]
+    assert texts == [b"Hello", b"Again"]
