@@ -140,6 +140,10 @@ def test_crf_reaches_the_encoder_and_lower_means_larger(tmp_path, tiny_model):
         for crf in (4, 40)
     ]
     assert sizes[0] > sizes[1]
+    webm = upscale_video(source, tmp_path / "clip.webm", tiny_model, codec="vp9", crf=30)
+    with av.open(str(webm.path)) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+    assert len(video_frames(webm.path)) == 6
 
 
 def test_frames_range_starts_at_zero_with_the_sound_of_those_frames(tmp_path, tiny_model):

@@ -94,6 +94,8 @@ def encoder_settings(codec: str | None, crf: int | None, source_pix_fmt: str) ->
         if not 0 <= value <= CRF_RANGE[name]:
             raise ConfigError(f"--crf {crf}: {name} takes 0 to {CRF_RANGE[name]} (lower is better)")
         options = (("crf", str(value)),)
+        if name == "libvpx-vp9":  # without a zero bit rate its CRF is only a ceiling under a default rate
+            options += (("b", "0"),)
     elif crf is not None:
         raise ConfigError(f"--crf {crf}: {name} has no CRF (use libx264, libx265, vp9 or av1 for one)")
     return EncoderSettings(name, pix_fmt, options)
