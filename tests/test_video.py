@@ -446,3 +446,16 @@ def test_subtitles_are_copied_and_a_deep_source_stays_deep(tmp_path, tiny_model)
         assert [s.type for s in container.streams] == ["video", "audio", "subtitle"]
         texts = [bytes(p) for p in container.demux(container.streams.subtitles[0]) if p.size]
     assert texts == [b"Hello", b"Again"]
+
+
+def test_pixel_format_follows_the_source_where_the_encoder_allows():
+    from mma.video.formats import encoder_settings
+
+    assert encoder_settings(None, None, "yuv420p10le").pix_fmt == "yuv420p10le"
+    assert encoder_settings(None, None, "bgr0").pix_fmt == "yuv420p"  # x264 has no RGB: 4:2:0
+    assert encoder_settings("ffv1", None, "bgr0").pix_fmt == "bgr0"
+    assert encoder_settings(None, None, "yuv420p", (99, 75)).pix_fmt == "yuv444p"  # odd x3 sizes
+    assert encoder_settings(None, None, "yuv420p", (100, 76)).pix_fmt == "yuv420p"
+    assert encoder_settings("h265", 28, "yuv420p").options == (("crf", "28"),)
+    with pytest.raises(ConfigError, match="ffv1 has no CRF"):
+        encoder_settings("ffv1", 20, "yuv420p")

@@ -8,6 +8,7 @@ resumes with `skip_existing=True` from the last finished segment, and writes the
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -180,14 +181,17 @@ def upscale_video_with(
     check_writable(target)
     container, info = open_source(source)
     with container:
-        settings = encoder_settings(codec, crf, info.pix_fmt)
+        settings = encoder_settings(
+            codec, crf, info.pix_fmt, (info.width * engine.scale, info.height * engine.scale)
+        )
         _check_container(av, container, info, settings, muxer, target)
         manifest = _manifest(engine, info, settings, start, stop, segment_frames)
         segments = Segments.open(work_folder(target), manifest, resume=skip_existing)
         state = DecodeState()
-        run = _encode_segments(
-            engine, container, info, settings, segments, state, start, stop, segment_frames, progress
-        )
+        with _encoder_errors(target, settings):
+            run = _encode_segments(
+                engine, container, info, settings, segments, state, start, stop, segment_frames, progress
+            )
     if run.frames == 0:
         segments.remove()
         raise VideoReadError(
@@ -198,7 +202,7 @@ def upscale_video_with(
     offset = run.first_time if frames is not None else Fraction(0)
     span = (float(run.first_time), float(run.end_time)) if frames is not None else (float("-inf"), None)
     parts = [(segments.path(number), pts) for number, pts in sorted(run.segment_starts.items())]
-    with av.open(str(source)) as again:
+    with av.open(str(source)) as again, _encoder_errors(target, settings):
         join(parts, again, info, target, muxer, span, offset, software)
     segments.remove()
     expected = info.expected_frames if stop is None else min(stop, info.expected_frames or stop)
@@ -210,6 +214,17 @@ def upscale_video_with(
             + f"; the {run.frames} frames before it are upscaled in {target}"
         )
     return VideoResult(target, run.frames, run.upscaled)
+
+
+@contextlib.contextmanager
+def _encoder_errors(target: Path, settings: EncoderSettings) -> Iterator[None]:
+    """FFmpeg's refusal to encode or mux as one line naming the output (the work folder is kept)."""
+    av = require_av()
+    try:
+        yield
+    except av.error.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise VideoOutputError(f"{target}: {settings.codec} ({settings.pix_fmt}) failed: {reason}") from None
 
 
 @dataclass

@@ -71,9 +71,12 @@ class EncoderSettings:
         return require_av().Codec(self.codec, "w").canonical_name
 
 
-def encoder_settings(codec: str | None, crf: int | None, source_pix_fmt: str) -> EncoderSettings:
+def encoder_settings(
+    codec: str | None, crf: int | None, source_pix_fmt: str, size: tuple[int, int] = (2, 2)
+) -> EncoderSettings:
     """Settings for `codec` (default H.264) at `crf` (default DEFAULT_CRF where the encoder has one), in the
-    source's pixel format when the encoder takes it, else 4:2:0 at the source's depth, else its first."""
+    source's pixel format when the encoder takes it, else 4:2:0 at the source's depth, else its first.
+    An odd output `size` (width, height) cannot be subsampled: 4:4:4 is taken then, where the encoder has it."""
     av = require_av()
     name = CODEC_ALIASES.get((codec or DEFAULT_CODEC).lower(), (codec or DEFAULT_CODEC).lower())
     try:
@@ -88,6 +91,9 @@ def encoder_settings(codec: str | None, crf: int | None, source_pix_fmt: str) ->
     deep = is_deep(source_pix_fmt)
     fallback = "yuv420p10le" if deep and "yuv420p10le" in formats else "yuv420p"
     pix_fmt = source_pix_fmt if source_pix_fmt in formats else fallback if fallback in formats else formats[0]
+    if (size[0] % 2 or size[1] % 2) and _subsampled(pix_fmt):
+        full = "yuv444p10le" if deep and "yuv444p10le" in formats else "yuv444p"
+        pix_fmt = full if full in formats else pix_fmt
     options: tuple[tuple[str, str], ...] = ()
     if name in CRF_RANGE:
         value = DEFAULT_CRF if crf is None else crf
@@ -107,3 +113,12 @@ def is_deep(pix_fmt: str) -> bool:
         return max(c.bits for c in require_av().VideoFormat(pix_fmt).components) > 8
     except (ValueError, TypeError):
         return False
+
+
+def _subsampled(pix_fmt: str) -> bool:
+    """Whether a pixel format stores colour at a lower resolution than brightness (4:2:0, 4:2:2, ...)."""
+    try:
+        components = require_av().VideoFormat(pix_fmt, 2, 2).components
+    except (ValueError, TypeError):
+        return False
+    return any(c.width < 2 or c.height < 2 for c in components)
