@@ -459,3 +459,39 @@ def test_pixel_format_follows_the_source_where_the_encoder_allows():
     assert encoder_settings("h265", 28, "yuv420p").options == (("crf", "28"),)
     with pytest.raises(ConfigError, match="ffv1 has no CRF"):
         encoder_settings("ffv1", 20, "yuv420p")
+
+
+@pytest.mark.slow  # a second Python process (about 30 s on a loaded 2-core machine)
+def test_a_process_killed_with_sigkill_resumes_without_redoing_finished_segments(tmp_path, tiny_weights):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mma.engine import Engine
+    from mma.video import upscale_video_with
+
+    source = make_clip(tmp_path / "clip.mkv")
+    target = tmp_path / "out.mkv"
+    job = (
+        "import sys, time; from mma.engine import Engine; from mma.video import upscale_video_with\n"
+        f"engine = Engine({str(tiny_weights)!r}, device='cpu', dtype='fp32', threads=1, batch=1)\n"
+        f"upscale_video_with(engine, {str(source)!r}, {str(target)!r}, codec='ffv1', segment_frames=8,\n"
+        "                   progress=lambda done, total: time.sleep(0.1))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(mma.__file__).parents[1]), *sys.path])}
+    process = subprocess.Popen([sys.executable, "-c", job], env=env)
+    parts = work_folder(target)
+    deadline = time.monotonic() + 120
+    while not (parts / "00001.nut").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (parts / "00001.nut").exists() and not target.exists()
+    finished = len(list(parts.glob("0*.nut")))
+    engine = Engine(tiny_weights, device="cpu", dtype="fp32", threads=1)
+    result = upscale_video_with(engine, source, target, codec="ffv1", segment_frames=8, skip_existing=True)
+    assert (result.frames, result.upscaled) == (30, 30 - 8 * finished)
+    assert [t for t, _ in video_frames(target)] == [t for t, _ in video_frames(source)]
+    assert not parts.exists()
