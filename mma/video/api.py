@@ -205,7 +205,7 @@ def upscale_video_with(
     with av.open(str(source)) as again, _encoder_errors(target, settings):
         join(parts, again, info, target, muxer, span, offset, software)
     segments.remove()
-    expected = info.expected_frames if stop is None else min(stop, info.expected_frames or stop)
+    expected = min(stop, info.expected_frames) if stop is not None else info.expected_frames
     if state.error is not None or (stop is None or stop > state.decoded) and state.decoded < expected:
         raise VideoTruncatedError(
             f"{source}: truncated: decoding stopped after frame {state.decoded} ({state.last_time:.2f} s)"
