@@ -157,6 +157,8 @@ def test_frames_range_starts_at_zero_with_the_sound_of_those_frames(tmp_path, ti
     wanted = [(t - start, data) for t, data in audio_packets(source) if start <= t < end]
     assert [data for _, data in audio_packets(result.path)] == [data for _, data in wanted]
     assert [t for t, _ in audio_packets(result.path)] == pytest.approx([t for t, _ in wanted], abs=1e-3)
+    beyond = upscale_video(source, tmp_path / "rest.mkv", tiny_model, codec="ffv1", frames=(25, 1000))
+    assert beyond.frames == 5  # an END past the last frame is the end, not a truncation
 
 
 def test_a_killed_run_resumes_from_its_finished_segments(tmp_path, tiny_model):
