@@ -497,3 +497,20 @@ def test_a_process_killed_with_sigkill_resumes_without_redoing_finished_segments
     assert (result.frames, result.upscaled) == (30, 30 - 8 * finished)
     assert [t for t, _ in video_frames(target)] == [t for t, _ in video_frames(source)]
     assert not parts.exists()
+
+
+def test_cli_without_pyav_names_the_extra_and_images_still_work(tmp_path, cli, monkeypatch):
+    import sys
+
+    from PIL import Image
+
+    clip = make_clip(tmp_path / "clip.mkv", 2, audio=False)
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "still.png")
+    monkeypatch.setitem(sys.modules, "av", None)
+    result = cli(clip, tmp_path / "still.png")
+    assert result.exit_code == 1
+    assert (
+        f'error: {clip}: video needs PyAV, which is not installed: pip install "mma-sr[video]"'
+        in result.output
+    )
+    assert "1 done, 0 skipped, 1 failed" in result.output and (tmp_path / "still_x2.png").exists()
