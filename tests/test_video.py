@@ -321,6 +321,18 @@ def test_a_truncated_video_is_upscaled_as_far_as_it_decodes_then_says_where_it_s
     assert no_partial_files(tmp_path, "whole.mp4", "cut.mp4", "out.mp4", "tiny_x2.safetensors")
 
 
+def test_a_truncated_matroska_file_is_found_by_its_duration(tmp_path, tiny_model):
+    whole = make_clip(tmp_path / "whole.mkv", 40)  # Matroska has no frame count; its DURATION tag says 2.12 s
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    with pytest.raises(
+        VideoTruncatedError, match=r"stopped after frame \d+ \([\d.]+ s\) of the 2.12 s its header"
+    ):
+        upscale_video(cut, tmp_path / "out.mkv", tiny_model, codec="ffv1")
+    assert 0 < len(video_frames(tmp_path / "out.mkv")) < 40
+    assert upscale_video(whole, tmp_path / "all.mkv", tiny_model, codec="ffv1").frames == 40  # not truncated
+
+
 def test_missing_pyav_names_the_extra(monkeypatch):
     import sys
 

@@ -30,6 +30,9 @@ from mma.video.frames import upscale_frame_stream
 from mma.video.segments import SEGMENT_FRAMES, Segments, SegmentWriter, join, work_folder
 from mma.video.source import DecodedFrame, DecodeState, SourceInfo, decoded_frames, open_source
 
+# A video whose frames end this much before the duration its header records was cut short (a margin for
+# containers that count the duration from another start than the first frame's).
+TRUNCATION_MARGIN_S = 0.5
 FrameProgress = Callable[[int, int], None]  # (frames done, frames to do; 0 when the source does not say)
 
 
@@ -206,10 +209,18 @@ def upscale_video_with(
         join(parts, again, info, target, muxer, span, offset, software)
     segments.remove()
     expected = min(stop, info.expected_frames) if stop is not None else info.expected_frames
-    if state.error is not None or (stop is None or stop > state.decoded) and state.decoded < expected:
+    short = (stop is None or stop > state.decoded) and state.decoded < expected
+    if stop is None and not info.expected_frames and info.video_duration:  # no count: its duration, then
+        short = float(run.end_time) < info.start_time + info.video_duration - TRUNCATION_MARGIN_S
+    if state.error is not None or short:
         raise VideoTruncatedError(
             f"{source}: truncated: decoding stopped after frame {state.decoded} ({state.last_time:.2f} s)"
             + (f" of the {info.expected_frames} its header lists" if info.expected_frames else "")
+            + (
+                f" of the {info.video_duration:.2f} s its header lists"
+                if not info.expected_frames and info.video_duration
+                else ""
+            )
             + (f" ({state.error})" if state.error else "")
             + f"; the {run.frames} frames before it are upscaled in {target}"
         )

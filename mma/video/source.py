@@ -33,6 +33,7 @@ class SourceInfo:
     copied: tuple[int, ...]  # indices of the audio and subtitle streams copied untouched
     start_time: float  # first timestamp of the video stream, in seconds
     duration: float | None  # seconds, when the container says
+    video_duration: float | None  # of the video stream alone, when the container records it
 
     @property
     def estimated_frames(self) -> int:
@@ -103,7 +104,20 @@ def _describe(av: Any, container: Any, path: Path) -> SourceInfo:
         duration=float(stream.duration * stream.time_base)
         if stream.duration
         else (container.duration / 1e6 if container.duration else None),
+        video_duration=_video_duration(stream),
     )
+
+
+def _video_duration(stream: Any) -> float | None:
+    """The video stream's own duration: its header field, else Matroska's DURATION tag (HH:MM:SS.fraction)."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    hours, _, rest = str(stream.metadata.get("DURATION", "")).partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
 
 
 def _first_frame(av: Any, container: Any, stream: Any, path: Path) -> Any:
