@@ -57,4 +57,4 @@ class VideoTruncatedError(VideoReadError):
 
 
 class VideoOutputError(OutputError):
-    """A video output cannot be made: its container cannot hold the streams, or the encoder is unknown."""
+    """A video output cannot be made: its container cannot hold the streams, or the encoder or muxer failed."""
