@@ -15,6 +15,8 @@ _LAZY = {
     "MMAConfig": "mma.model",
     "load_model": "mma.api",
     "upscale": "mma.api",
+    "upscale_frames": "mma.video",
+    "upscale_video": "mma.video",
     "imresize": "mma.imaging.resize",
 }
 
@@ -25,12 +27,15 @@ __all__ = [
     "imresize",
     "load_model",
     "upscale",
+    "upscale_frames",
+    "upscale_video",
 ]  # == _LAZY + version
 
 if TYPE_CHECKING:  # pragma: no cover
     from mma.api import load_model, upscale
     from mma.imaging.resize import imresize
     from mma.model import MMAConfig, build_model
+    from mma.video import upscale_frames, upscale_video
 
 
 def __getattr__(name: str):

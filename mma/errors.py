@@ -45,3 +45,20 @@ class OutputError(MMAError):
 
 class ConfigError(MMAError):
     """An unknown variant, an unsupported scale or an invalid option value."""
+
+
+class VideoUnavailableError(MMAError):
+    """Video needs PyAV, an optional extra that is not installed (the message names the extra)."""
+
+
+class VideoReadError(MMAError):
+    """An input is not a video, has no video stream, or its codec cannot be decoded here."""
+
+
+class VideoTruncatedError(VideoReadError):
+    """A video stopped decoding before its end; what decoded was upscaled and written, the message says
+    where it stopped."""
+
+
+class VideoOutputError(OutputError):
+    """A video output cannot be made: its container cannot hold the streams, or the encoder or muxer failed."""

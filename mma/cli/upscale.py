@@ -45,7 +45,7 @@ class Tally:
     failed: int = 0
 
 
-@command("upscale", help="Upscale images (files, folders or globs) with an MMA model.")
+@command("upscale", help="Upscale images and videos (files, folders or globs) with an MMA model.")
 def upscale(
     inputs: Annotated[
         list[str],
@@ -103,11 +103,24 @@ def upscale(
         ),
     ] = None,
     threads: Annotated[str | None, typer.Option(help="CPU threads. Default: one per idle CPU.")] = None,
+    codec: Annotated[
+        str | None,
+        typer.Option(help="Videos: encoder, e.g. h264, h265, ffv1 (lossless), vp9. Default: h264."),
+    ] = None,
+    crf: Annotated[
+        int | None, typer.Option(help="Videos: quality of --codec, lower is better. Default: 18.")
+    ] = None,
+    frames: Annotated[
+        str | None, typer.Option(help="Videos: only frames START:END (END excluded), to try a piece first.")
+    ] = None,
 ) -> None:
     from mma.api import load_model
+    from mma.cli.video import parse_frames, split_videos, upscale_videos  # the video branch
     from mma.engine import Engine
 
     started = time.perf_counter()
+    inputs, videos = split_videos(inputs)
+    frame_range = parse_frames(frames)
     tile_size = _parse_tile(tile)
     if scale is not None and scale < 2:
         raise ConfigError(f"--scale {scale}: the factor to enlarge by; use 2, 3 or 4")
@@ -161,6 +174,23 @@ def upscale(
                 tally.done += 1
                 if not quiet:
                     tqdm.write(f"{job.source} -> {job.target}")
+        if videos and placement.main:
+            videos_tally = upscale_videos(
+                videos,
+                engine=engine,
+                output=output,
+                label=label,
+                single=len(videos) == 1 and not inputs,
+                codec=codec,
+                crf=crf,
+                frames=frame_range,
+                force=force,
+                skip_existing=skip_existing,
+                quiet=quiet,
+                show_bars=show_bars,
+                software=software,
+            )
+            planned = _total([planned, videos_tally])
         total = _total([planned, *gather(tally, placement)])
         if placement.main and not quiet:
             typer.echo(
