@@ -363,7 +363,8 @@ def test_flags_take_no_value_and_help_shows_them_as_flags(run, tmp_path):
     for flag in ("--force", "--skip-existing", "--quiet"):
         line = next(line for line in help_text.splitlines() if flag + " " in line)
         assert "<bool>" not in line and "bool" not in line.split(flag)[1].split()[0]
-    assert "list[" not in help_text and "  INPUT...  Image files" in help_text  # not `INPUT <list[str]>`
+    assert "list[" not in help_text  # not `INPUT <list[str]>`
+    assert "  INPUT...  Image or video files" in help_text
     source = picture(tmp_path / "a.png")
     result = run(source, "--force", "true")
     assert result.exit_code == 1

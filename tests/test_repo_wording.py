@@ -23,7 +23,7 @@ WORK_PERIOD = re.compile(
 )
 # "issue 5", "issues 3-4", "issue 6's figure", "#12": the tracker's numbers mean nothing to a reader of the
 # repository; say what the thing is. Not "#" comments, Markdown anchors (#onnx) or colours (#ff0000).
-ISSUE_REFERENCE = re.compile(r"\bissues?\s+#?\d|(?<![\w&/$#])#\d+\b(?![\w-])", re.IGNORECASE)
+ISSUE_REFERENCE = re.compile(r"\bissues?\s+#?\d|(?<![\w&/$#\"'])(?<!: )#\d+\b(?![\w-])", re.IGNORECASE)
 # Words about how the work was carried out rather than about the project.
 MEANS = re.compile(r"\b(?:device|gpu) tool\b|\blent\b", re.IGNORECASE)
 # Repository paths a text names: docs/ops.md, weights/TRAINING.md, benchmarks/gpu_session.sh, ...
@@ -117,6 +117,7 @@ def test_work_period_pattern(text: str, flagged: bool) -> None:
         ("# 1. read the file", False),
         ("[ONNX](integrations.md#onnx-runtime)", False),
         ("colour #ff0000 and #123abc", False),
+        ('color: #555; and stroke="#555"', False),
         ("shell $# and &#39;", False),
     ],
 )

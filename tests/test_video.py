@@ -404,6 +404,7 @@ def test_cli_bad_video_options_are_one_line(tmp_path, cli, args, message):
 
 
 def test_frames_per_forward_stacks_whole_frames_and_tiles_large_ones(monkeypatch, tiny_model):
+    from mma import tiling
     from mma.engine import Engine
     from mma.video import frames as frames_module
 
@@ -412,9 +413,10 @@ def test_frames_per_forward_stacks_whole_frames_and_tiles_large_ones(monkeypatch
     assert frames_module.frames_per_forward(Engine(tiny_model, device="cpu", tile=64), 48, 80) == 0
     automatic = Engine(tiny_model, device="cpu")  # tile and batch from free memory, injected here
     per_pixel = tiny_model.bytes_per_pixel
-    monkeypatch.setattr(frames_module, "available_memory", lambda device: 2 * 6 * per_pixel * 100 * 100)
+    budget_share = 1 / tiling.MEMORY_SHARE  # the engine's budget is this share of free memory
+    monkeypatch.setattr(tiling, "available_memory", lambda device: budget_share * 6 * per_pixel * 100 * 100)
     assert frames_module.frames_per_forward(automatic, 100, 100) == 6
-    monkeypatch.setattr(frames_module, "available_memory", lambda device: per_pixel * 100 * 100)
+    monkeypatch.setattr(tiling, "available_memory", lambda device: per_pixel * 100 * 100)
     assert frames_module.frames_per_forward(automatic, 1000, 1000) == 0
 
 

@@ -50,7 +50,9 @@ def upscale(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Image files, folders of images, or glob patterns.", show_default=False, metavar="INPUT"
+            help="Image or video files, folders of them, or glob patterns.",
+            show_default=False,
+            metavar="INPUT",
         ),
     ],
     output: Annotated[

@@ -57,13 +57,14 @@ def upscale_frames(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = "auto",
     threads: int | None = None,
+    max_memory: int | str | None = None,
 ) -> Iterator[np.ndarray | Image.Image]:
     """Each frame upscaled, in order, as the kind it came as (numpy HxW[xC] uint8/uint16/float, or PIL).
 
     For frames the caller already has (a camera, a game, another decoder): several whole frames go through
     one forward where memory allows (`batch`: "auto" or a number), larger ones are tiled. Lazy: a frame is
     read only when the results before it are taken."""
-    engine = make_engine(model, scale, tile, overlap, batch, device, dtype, threads)
+    engine = make_engine(model, scale, tile, overlap, batch, device, dtype, threads, max_memory)
     kinds: deque[str | None] = deque()
 
     def arrays() -> Iterator[np.ndarray]:
@@ -99,6 +100,7 @@ def upscale_video(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = "auto",
     threads: int | None = None,
+    max_memory: int | str | None = None,
     progress: bool | FrameProgress = False,
 ) -> VideoResult:
     """Upscale the video `source` into `target` (container from its suffix: .mp4, .mkv, .mov, .webm, ...).
@@ -109,7 +111,7 @@ def upscale_video(
     interrupted job from its finished segments. The engine options are `mma.upscale`'s. `progress`: True for
     a bar with frames per second and time left, or a callback `(done, total)`.
     """
-    engine = make_engine(model, scale, tile, overlap, batch, device, dtype, threads)
+    engine = make_engine(model, scale, tile, overlap, batch, device, dtype, threads, max_memory)
     return upscale_video_with(
         engine,
         source,
@@ -132,6 +134,7 @@ def make_engine(
     device: str | torch.device,
     dtype: str | torch.dtype | None,
     threads: int | None,
+    max_memory: int | str | None = None,
 ) -> Engine:
     """An Engine as `mma.upscale` makes one: a name or path is loaded (and cached) first."""
     from mma.api import load_model, resolve_device, resolve_dtype
@@ -148,6 +151,7 @@ def make_engine(
         threads=threads,
         tile=tile,
         overlap=overlap,
+        max_memory=max_memory,
         batch=batch,
     )
 
@@ -320,24 +324,25 @@ def _frames_to_do(info: SourceInfo, segments: Segments, start: int, stop: int | 
 
 
 class _FrameBar:
-    """A `(done, total)` callback: the caller's own, a tqdm bar in frames (rate and time left), or none."""
+    """A `(done, total)` callback: the caller's own, the shared progress display in frames (a bar with rate
+    and time left on a terminal, sparse plain lines in a log), or none."""
 
     def __init__(self, progress: bool | FrameProgress, total: int, name: str) -> None:
-        self.progress, self.total, self.name, self.bar = progress, total, name, None
+        self.progress, self.total, self.name, self.meter = progress, total, name, None
 
     def __enter__(self) -> FrameProgress:
         if callable(self.progress):
             return self.progress
         if not self.progress:
             return lambda done, total: None
-        from tqdm.auto import tqdm
+        from mma.progress import Meter
 
-        self.bar = tqdm(total=self.total or None, unit="frame", desc=self.name, leave=False)
-        return lambda done, total: self.bar.update(done - self.bar.n)
+        self.meter = Meter(self.name, total=self.total or None, unit="frame", leave=False)
+        return lambda done, total: self.meter.set(done, total or None)
 
     def __exit__(self, *_: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if self.meter is not None:
+            self.meter.close()
 
 
 def _checked_range(frames: tuple[int, int | None] | None) -> tuple[int, int | None]:

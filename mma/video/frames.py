@@ -16,22 +16,23 @@ import torch
 
 from mma.engine import Engine
 from mma.imaging.io import array_to_float
-from mma.tiling import auto_batch, auto_tile, available_memory, is_out_of_memory
+from mma.tiling import auto_batch, auto_tile, is_out_of_memory, memory_budget
 
 
 def frames_per_forward(engine: Engine, height: int, width: int) -> int:
-    """How many whole frames of this size go through one forward; 0 when a frame needs tiling."""
+    """How many whole frames of this size go through one forward (within the engine's memory budget, as
+    its tiles are); 0 when a frame needs tiling."""
     longest = max(height, width)
     free = None
     if engine.tile == "auto":
-        free = available_memory(engine.device)
+        free = memory_budget(engine.device, engine.max_memory)
         if auto_tile(free, engine.model.bytes_per_pixel) < longest:
             return 0
     elif engine.tile and engine.tile < longest:
         return 0
     if engine.batch != "auto":
         return int(engine.batch)
-    free = available_memory(engine.device) if free is None else free
+    free = memory_budget(engine.device, engine.max_memory) if free is None else free
     return auto_batch(free, engine.model.bytes_per_pixel, longest)
 
 
