@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -130,10 +129,9 @@ def _scored(
 ) -> tuple[list[Run], dict, bool, bool]:
     """Every method on every dataset (each process its share of the images), the report's crops, whether
     any dataset failed, and whether this is the process that prints."""
-    from tqdm import tqdm
-
     from mma.cli.shards import gather, on_main, processes, share, threads_for, together
     from mma.evaluate import dataset_name, evaluate_images
+    from mma.progress import Meter
     from mma.report.compare import label_for
     from mma.report.crops import CropCollector, merged
 
@@ -160,13 +158,11 @@ def _scored(
                 mine = share(images, placement)
                 name = dataset_name(path)
                 try:
-                    with tqdm(
+                    with Meter(  # a bar on a terminal, a plain line now and then in a log
+                        name if len(methods) == 1 else f"{label_for(method)} {name}",
                         total=len(mine),
-                        desc=name if len(methods) == 1 else f"{label_for(method)} {name}",
                         unit="img",
-                        file=sys.stderr,
-                        disable=not (placement.main and sys.stderr.isatty()),
-                        leave=False,
+                        disable=not placement.main,
                     ) as bar:
                         part = evaluate_images(
                             name,
@@ -174,7 +170,7 @@ def _scored(
                             scale,
                             upscaler,
                             save_dir=save_dir,
-                            progress=lambda _: bar.update(),
+                            progress=lambda _: bar.set(bar.done + 1),
                             keep=collector.keeper(name, method) if collector is not None else None,
                         )
                     scored.append(part.images)
