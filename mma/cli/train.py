@@ -198,6 +198,18 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out if there is one.")
     ] = False,
+    from_weights: Annotated[
+        bool,
+        typer.Option(
+            "--from-weights",
+            help="With --resume: continue from the run's continue.safetensors (raw + EMA weights, "
+            "a fresh optimiser) even when its state.ckpt is there.",
+        ),
+    ] = False,
+    rewarm: Annotated[
+        int | None,
+        typer.Option("--rewarm", help="Warm-up iterations after continuing from weights alone (50)."),
+    ] = None,
     init: Annotated[
         Path | None, typer.Option("--init", help="Start from these weights (matching tensors).")
     ] = None,
@@ -236,6 +248,7 @@ def train_command(
         "schedule": schedule,
         "milestones": _iterations(milestones) if milestones is not None else None,
         "warmup": warmup,
+        "rewarm": rewarm,
         "seed": seed,
         "out": str(out) if out else None,
         "init": str(init) if init else None,
@@ -260,7 +273,9 @@ def train_command(
         cfg, resume = _branch(cfg, resume, out, decay_branch, decay_iters, iters), True
     stop = threading.Event()
     with _log_above_bar(), _stop_on_signals(stop):
-        result = train(cfg, resume=resume, export=export, progress=_Progress(), stop=stop)
+        result = train(
+            cfg, resume=resume, from_weights=from_weights, export=export, progress=_Progress(), stop=stop
+        )
     if os.environ.get("RANK", "0") != "0":
         return
     if result.stopped:

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from mma.errors import ConfigError, OutputError
 from mma.train.config import TrainConfig
-from mma.train.loop import saved_config
-from mma.train.state import STATE_FILE, load_state
+from mma.train.loop import saved_config, saved_iteration
 
 
 def start_decay_branch(
@@ -34,7 +33,8 @@ def start_decay_branch(
         )
     if config.decay_start is not None:
         raise ConfigError(f"{run} is itself a decay branch: branch from its main run")
-    start = int(load_state(run / STATE_FILE)["iteration"])
+    start = saved_iteration(run)
+    assert start is not None  # saved_config found a run
     branched = config.replace(
         out=str(branch), decay_start=start, decay_iters=decay_iters, iters=start + decay_iters
     )

@@ -28,6 +28,7 @@ from mma.model import build_model
 from mma.runtime import autocast_dtype
 from mma.train import distributed
 from mma.train.config import NETWORK_FIELDS, PROVENANCE_FIELDS, TrainConfig, recipe_changes
+from mma.train.continuation import CONTINUATION_FILE, load_continuation, save_continuation
 from mma.train.data import (
     IterationBatches,
     PairStore,
@@ -76,28 +77,48 @@ class TrainResult:
 
 
 def saved_config(out: str | Path) -> TrainConfig | None:
-    """The configuration stored in `out`'s training state (device and workers reset to their defaults),
-    or None when `out` holds no run."""
-    path = Path(out) / STATE_FILE
-    return TrainConfig.from_dict(load_state(path)["config"]).for_this_machine() if path.is_file() else None
+    """The configuration stored in `out`'s training state, else in its continuation file (device and
+    workers reset to their defaults), or None when `out` holds no run."""
+    state, continuation = Path(out) / STATE_FILE, Path(out) / CONTINUATION_FILE
+    if state.is_file():
+        return TrainConfig.from_dict(load_state(state)["config"]).for_this_machine()
+    if continuation.is_file():
+        return TrainConfig.from_dict(load_continuation(continuation)["config"]).for_this_machine()
+    return None
+
+
+def saved_iteration(out: str | Path) -> int | None:
+    """The iteration `out`'s run has reached (its state, else its continuation file), or None."""
+    state, continuation = Path(out) / STATE_FILE, Path(out) / CONTINUATION_FILE
+    if state.is_file():
+        return int(load_state(state)["iteration"])
+    if continuation.is_file():
+        return load_continuation(continuation)["iteration"]
+    return None
 
 
 def train(
     config: TrainConfig,
     *,
     resume: bool = False,
+    from_weights: bool = False,
     export: str | Path | None = None,
     progress: Callable[[TrainEvent], None] | None = None,
     stop: threading.Event | None = None,
 ) -> TrainResult:
     """Run (or with `resume`, continue) the training that `config` describes.
 
-    `stop`, once set, makes every process save a checkpoint after the current step and return.
+    A resumed run continues from `<out>/state.ckpt`; without one, or with `from_weights`, from
+    `<out>/continue.safetensors` (raw and EMA weights only: a fresh optimiser, `config.rewarm` steps of
+    warm-up). `stop`, once set, makes every process save a checkpoint after the current step and return.
     `export` receives a copy of the final EMA weights (also in `<out>/ema.safetensors`).
     """
     placement = distributed.setup(config.device)
     try:
-        return Trainer(config, placement, resume=resume, progress=progress, stop=stop).run(export)
+        trainer = Trainer(
+            config, placement, resume=resume, from_weights=from_weights, progress=progress, stop=stop
+        )
+        return trainer.run(export)
     finally:
         distributed.teardown(placement)
 
@@ -111,20 +132,28 @@ class Trainer:
         placement: Placement,
         *,
         resume: bool = False,
+        from_weights: bool = False,
         progress: Callable[[TrainEvent], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        self.cfg, self.place = config, placement
         self.device = placement.device
+        self.place = placement
         self.progress = progress if placement.main else None
         self.stop = stop
         self.out = Path(config.out)
-        state_path = self.out / STATE_FILE
-        saved = load_state(state_path) if state_path.is_file() else None
-        if saved is not None and not resume:
+        state_path, continuation_path = self.out / STATE_FILE, self.out / CONTINUATION_FILE
+        if (state_path.is_file() or continuation_path.is_file()) and not resume:
             raise ConfigError(
                 f"{self.out} already holds a run: pass --resume to continue it, or another --out"
             )
+        if from_weights and not continuation_path.is_file():
+            raise ConfigError(f"{continuation_path}: no continuation file to continue from")
+        from_weights = resume and (from_weights or not state_path.is_file()) and continuation_path.is_file()
+        saved = load_state(state_path) if resume and state_path.is_file() and not from_weights else None
+        continued = load_continuation(continuation_path) if from_weights else None
+        if continued is not None:
+            config = self._continue_from_weights(config, continued)
+        self.cfg = config
         if saved is not None:
             self._check_recipe(TrainConfig.from_dict(saved["config"]), int(saved["iteration"]))
         if self.device.type == "cuda":
@@ -132,7 +161,7 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         self.model = build_model(config.variant, config.scale, **config.model).to(self.device)
-        if config.init is not None and saved is None:
+        if config.init is not None and saved is None and continued is None:
             init_from(self.model, config.init)
         self.ema = EMA(self.model, config.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=tuple(config.betas))
@@ -155,6 +184,10 @@ class Trainer:
         )
         if saved is not None:
             self._restore(saved)
+        if continued is not None:
+            self.model.load_state_dict(continued["model"])
+            self.ema.load_state_dict(continued["ema"])
+            self.iteration = continued["iteration"]
 
     # ----- set-up -------------------------------------------------------------------------------------------
 
@@ -171,6 +204,28 @@ class Trainer:
                 "resuming with changed %s: the run is no longer identical to an uninterrupted one",
                 ", ".join(changed),
             )
+
+    def _continue_from_weights(self, config: TrainConfig, continued: dict[str, Any]) -> TrainConfig:
+        """`config` with a re-warm-up from the continuation's iteration; refuses another network."""
+        fatal = [
+            name
+            for name in recipe_changes(TrainConfig.from_dict(continued["config"]), config)
+            if name in NETWORK_FIELDS
+        ]
+        if fatal:
+            raise ConfigError(
+                f"{self.out} holds a run of another network ({', '.join(fatal)} differ); "
+                "resume it with its own settings or choose another --out"
+            )
+        iteration = continued["iteration"]
+        log.warning(
+            "continuing from %s at iteration %d: raw and EMA weights only, a fresh optimiser, "
+            "%d iterations of warm-up",
+            CONTINUATION_FILE,
+            iteration,
+            config.rewarm,
+        )
+        return config.replace(rewarm_start=iteration) if config.rewarm else config
 
     def _prepare_data(self) -> None:
         cfg = self.cfg
@@ -346,6 +401,13 @@ class Trainer:
                 "validated_at": self.validated_at,
                 "validations": [vars(v) for v in self.validations],
             },
+        )
+        save_continuation(
+            self.out / CONTINUATION_FILE,
+            self.model.state_dict(),
+            self.ema.state_dict(),
+            self.iteration,
+            self.cfg.to_dict(),
         )
         export_weights(self.ema.module, self.out / EMA_FILE, **self._provenance())
         self._emit("save")
