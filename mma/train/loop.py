@@ -27,6 +27,7 @@ from mma.evaluate import dataset_name, find_images
 from mma.model import build_model
 from mma.runtime import autocast_dtype
 from mma.train import distributed
+from mma.train.budget import Budget
 from mma.train.config import NETWORK_FIELDS, PROVENANCE_FIELDS, TrainConfig, recipe_changes
 from mma.train.continuation import CONTINUATION_FILE, load_continuation, save_continuation
 from mma.train.data import (
@@ -74,6 +75,10 @@ class TrainResult:
     weights: Path  # the EMA weights as safetensors
     validations: tuple[Validation, ...]  # the most recent scores, one per validation set
     best_psnr: float | None
+    out_of_time: bool = False  # True when the time limit ended the run (after its final validation and save)
+    step_seconds: float | None = None  # with a time limit: the slowest recent step, as planned with
+    seconds: float | None = None  # with a time limit: the wall time from the start of `train`
+    trained: int = 0  # steps taken by this call
 
 
 def saved_config(out: str | Path) -> TrainConfig | None:
@@ -105,18 +110,29 @@ def train(
     export: str | Path | None = None,
     progress: Callable[[TrainEvent], None] | None = None,
     stop: threading.Event | None = None,
+    time_limit: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainResult:
     """Run (or with `resume`, continue) the training that `config` describes.
 
     A resumed run continues from `<out>/state.ckpt`; without one, or with `from_weights`, from
     `<out>/continue.safetensors` (raw and EMA weights only: a fresh optimiser, `config.rewarm` steps of
     warm-up). `stop`, once set, makes every process save a checkpoint after the current step and return.
-    `export` receives a copy of the final EMA weights (also in `<out>/ema.safetensors`).
+    `export` receives a copy of the final EMA weights (also in `<out>/ema.safetensors`). With `time_limit`
+    (seconds from this call, on `clock`), the run ends early enough for a last validation and save
+    (mma.train.budget); `TrainResult.out_of_time` says whether it did.
     """
+    budget = Budget(time_limit, clock) if time_limit is not None else None
     placement = distributed.setup(config.device)
     try:
         trainer = Trainer(
-            config, placement, resume=resume, from_weights=from_weights, progress=progress, stop=stop
+            config,
+            placement,
+            resume=resume,
+            from_weights=from_weights,
+            progress=progress,
+            stop=stop,
+            budget=budget,
         )
         return trainer.run(export)
     finally:
@@ -135,7 +151,9 @@ class Trainer:
         from_weights: bool = False,
         progress: Callable[[TrainEvent], None] | None = None,
         stop: threading.Event | None = None,
+        budget: Budget | None = None,
     ) -> None:
+        self.budget = budget
         self.device = placement.device
         self.place = placement
         self.progress = progress if placement.main else None
@@ -289,15 +307,25 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         runlog = RunLog(self.out, self.iteration) if place.main else None
         self._emit("start")
-        stopped = False
+        self.started_at = self.iteration
+        stopped = out_of_time = False
+        budget = self.budget
+        steps_ahead = cfg.log_every if place.distributed else 1  # steps until processes can agree to end
         try:
+            if budget is not None:
+                self._measure_costs(budget, runlog)
             running, counted, tick = torch.zeros((), device=self.device), 0, time.perf_counter()
             self.model.train()
+            last = budget.clock() if budget is not None else 0.0
             for lr_batch, hr_batch in loader:
                 running += self.step(lr_batch, hr_batch)
                 counted += 1
                 self.iteration += 1
                 self._emit("step")
+                if budget is not None:
+                    now = budget.clock()
+                    budget.steps.append(now - last)
+                    last = now
                 it = self.iteration
                 if it % cfg.log_every == 0 or it == cfg.iters:
                     loss = distributed.mean(running / counted, place).item()
@@ -309,16 +337,30 @@ class Trainer:
                     running.zero_()
                     counted, tick = 0, time.perf_counter()
                 paused = time.perf_counter()  # the speed counts training steps, not validation or saving
-                if it % cfg.val_every == 0:
-                    self._validate(runlog)
-                # Processes agree on stopping at log points only: agreeing is a host-device sync.
+                due_val, due_save = it % cfg.val_every == 0, it % cfg.save_every == 0
+                # Processes agree on ending at log points only: agreeing is a host-device sync.
+                if (
+                    budget is not None
+                    and it < cfg.iters
+                    and (not place.distributed or it % cfg.log_every == 0)
+                ):
+                    late = place.main and budget.must_end(
+                        steps_ahead, due_val and bool(self.val_sets), due_save
+                    )
+                    out_of_time = distributed.any_process(late, place)
+                if out_of_time:
+                    break  # the final validation and save below are what the budget kept time for
+                if due_val:
+                    self._timed(self._validate, budget, "validation_s", runlog)
                 if not place.distributed or it % cfg.log_every == 0:
                     stopped = distributed.any_process(self.stop is not None and self.stop.is_set(), place)
-                if it % cfg.save_every == 0 or stopped:
-                    self._save()
+                if due_save or stopped:
+                    self._timed(self._save, budget, "save_s")
                 if stopped:
                     break
                 tick += time.perf_counter() - paused
+                if budget is not None:
+                    last = budget.clock()
             if not stopped:
                 if self.val_sets and self.validated_at != self.iteration:
                     self._validate(runlog)
@@ -338,7 +380,32 @@ class Trainer:
             weights=self.out / EMA_FILE,
             validations=self.validations,
             best_psnr=self.best["psnr"] if self.best else None,
+            out_of_time=out_of_time,
+            trained=self.iteration - self.started_at,
+            step_seconds=budget.step_s() if budget is not None else None,
+            seconds=budget.elapsed() if budget is not None else None,
         )
+
+    def _measure_costs(self, budget: Budget, runlog: RunLog | None) -> None:
+        """Validate and save once before training, timed, so the budget can plan the ones that end the run.
+        A validation already logged at this iteration is repeated without a new row."""
+        if self.val_sets:
+            began = budget.clock()
+            if self.validated_at != self.iteration:
+                self._validate(runlog)
+            elif self.place.main:
+                for images in self.val_sets:
+                    validate(self.ema.module, images, self.cfg.scale, self.device)
+            budget.validation_s = budget.clock() - began
+        self._timed(self._save, budget, "save_s")
+
+    @staticmethod
+    def _timed(action: Callable[..., None], budget: Budget | None, cost: str, *args: Any) -> None:
+        """Run `action(*args)`; with a budget, record its duration as the cost named `cost`."""
+        began = budget.clock() if budget is not None else 0.0
+        action(*args)
+        if budget is not None:
+            setattr(budget, cost, budget.clock() - began)
 
     def step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         """One optimiser step on a uint8 batch; returns the detached loss (no host sync)."""
