@@ -43,6 +43,7 @@ from mma.train.distributed import Placement
 from mma.train.ema import EMA
 from mma.train.export import export_weights, init_from
 from mma.train.logs import RunLog
+from mma.train.packed import TrainingImage, source_name
 from mma.train.state import STATE_FILE, load_state, restore_rng, save_state
 from mma.train.validate import Validation, ValidationSet, validate
 
@@ -248,7 +249,7 @@ class Trainer:
     def _prepare_data(self) -> None:
         cfg = self.cfg
         paths = training_images(cfg.train)
-        held: list[Path] = []
+        held: list[TrainingImage] = []
         if cfg.val_split:
             paths, held = split_validation(paths, cfg.val_split, cfg.seed)
         sets = [ValidationSet("held-out", tuple(held))] if held else []
@@ -270,7 +271,7 @@ class Trainer:
         if not writes_first:
             self.store = build()
         self.data_description = {
-            "folders": [dataset_name(d) for d in cfg.train],
+            "folders": [source_name(d) for d in cfg.train],
             "images": len(self.store),
             "held_out_for_validation": len(held),
         }
