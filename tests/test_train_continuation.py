@@ -217,3 +217,13 @@ def test_mma_train_cli_continues_from_weights(images: Path, tmp_path: Path) -> N
     assert load_state(out / "state.ckpt")["config"]["rewarm"] == 5
     missing = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path / "none"), "--from-weights"])
     assert missing.exit_code == 1 and "error:" in missing.output
+
+
+def test_a_stale_state_does_not_undo_a_newer_continuation_file(images: Path, tmp_path: Path) -> None:
+    cfg = _config(images, tmp_path / "run", iters=2)
+    train(cfg)
+    shutil.copy(tmp_path / "run" / "state.ckpt", tmp_path / "old.ckpt")
+    train(cfg.replace(iters=4), resume=True)
+    shutil.copy(tmp_path / "old.ckpt", tmp_path / "run" / "state.ckpt")  # an older checkout's state, at 2
+    trainer = Trainer(cfg.replace(iters=6), setup("cpu"), resume=True)
+    assert trainer.iteration == 4 and trainer.cfg.rewarm_start == 4

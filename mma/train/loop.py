@@ -170,6 +170,18 @@ class Trainer:
         from_weights = resume and (from_weights or not state_path.is_file()) and continuation_path.is_file()
         saved = load_state(state_path) if resume and state_path.is_file() and not from_weights else None
         continued = load_continuation(continuation_path) if from_weights else None
+        if saved is not None and continuation_path.is_file():
+            # A state left behind by an older checkout must not undo the training a newer file holds.
+            newer = load_continuation(continuation_path)
+            if newer["iteration"] > int(saved["iteration"]):
+                log.warning(
+                    "%s is at iteration %d, %s at %d: continuing from the further one",
+                    STATE_FILE,
+                    int(saved["iteration"]),
+                    CONTINUATION_FILE,
+                    newer["iteration"],
+                )
+                saved, continued = None, newer
         if continued is not None:
             config = self._continue_from_weights(config, continued)
         self.cfg = config
