@@ -1,6 +1,6 @@
 """Training throughput: iterations/s and patches/s of the real training step (forward, L1, backward, Adam
 with the schedule's learning rate, EMA), and the time the data pipeline needs per batch, for MMA-T x2 at
-batch 16, LR 64x64. `step_times` is also what benchmarks/gpu_train.py sweeps batch and patch sizes with.
+batch 16, LR 64x64. `step_times` also serves sweeps of batch and patch sizes.
 
 Usage: python benchmarks/bench_train.py [--data DIR] [--batch 16] [--patch 64] [--scale 2] [--warmup 1]
        [--steps 3] [--device cpu] [--variant mma-t] [--no-amp]

@@ -45,7 +45,7 @@ TOLERANCE = 1e-5
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 TRITON_METHODS = ("triton-sequential", "triton-chunked")
 # seconds per section on an H200 (scaled by --budget-scale); the sum stays under 8 minutes with compilation
-# (the scan sections alone fit the 150 s that benchmarks/gpu_session.sh gives them)
+# (the scan sections alone fit in 150 s)
 BUDGETS = {
     "parity": 45,
     "half": 10,

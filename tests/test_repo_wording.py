@@ -26,7 +26,7 @@ WORK_PERIOD = re.compile(
 ISSUE_REFERENCE = re.compile(r"\bissues?\s+#?\d|(?<![\w&/$#\"'])(?<!: )#\d+\b(?![\w-])", re.IGNORECASE)
 # Words about how the work was carried out rather than about the project.
 MEANS = re.compile(r"\b(?:device|gpu) tool\b|\blent\b", re.IGNORECASE)
-# Repository paths a text names: docs/ops.md, weights/TRAINING.md, benchmarks/gpu_session.sh, ...
+# Repository paths a text names: docs/ops.md, weights/TRAINING.md, benchmarks/gpu_check.py, ...
 NAMED_PATH = re.compile(
     r"(?<![\w/.-])((?:docs|weights|benchmarks|examples|tests)/[\w/.-]*\w\.(?:md|py|sh))\b"
 )
@@ -83,7 +83,7 @@ def test_the_scan_covers_the_documents_and_sources() -> None:
         "docs/model.md",
         "weights/TRAINING.md",
         "weights/bundle.py",
-        "benchmarks/gpu_session.sh",
+        "benchmarks/gpu_check.py",
         "mma/weights/bundled/mma-t-x2/README.md",
     } <= names
     assert {_name(path) for path in DOCUMENTS} <= names

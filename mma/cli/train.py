@@ -20,7 +20,7 @@ from mma.cli.app import command
 from mma.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mma.train import TrainConfig, TrainEvent
+    from mma.train import TrainConfig, TrainEvent, TrainResult
 
 
 class _TqdmHandler(logging.Handler):
@@ -189,6 +189,20 @@ def train_command(
     decay_iters: Annotated[
         int | None, typer.Option("--decay-iters", help="Iterations of the --decay-branch decay to 0.")
     ] = None,
+    branch_share: Annotated[
+        float,
+        typer.Option(
+            "--branch-share",
+            help="With --time-limit and --decay-branch (no --decay-iters): the share of the time for the branch.",
+        ),
+    ] = 0.35,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-limit",
+            help="Wall-clock budget (840, 90s, 14m, 1h30m): end early enough to validate and save.",
+        ),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed of the weights and the data order.")
     ] = None,
@@ -198,6 +212,18 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out if there is one.")
     ] = False,
+    from_weights: Annotated[
+        bool,
+        typer.Option(
+            "--from-weights",
+            help="With --resume: continue from the run's continue.safetensors (raw + EMA weights, "
+            "a fresh optimiser) even when its state.ckpt is there.",
+        ),
+    ] = False,
+    rewarm: Annotated[
+        int | None,
+        typer.Option("--rewarm", help="Warm-up iterations after continuing from weights alone (50)."),
+    ] = None,
     init: Annotated[
         Path | None, typer.Option("--init", help="Start from these weights (matching tensors).")
     ] = None,
@@ -222,6 +248,7 @@ def train_command(
         _list_presets()
         return
     from mma.train import build_config, saved_config, train
+    from mma.train.budget import parse_duration
 
     overrides: dict[str, Any] = {
         "train": [str(d) for d in data] if data else None,
@@ -236,6 +263,7 @@ def train_command(
         "schedule": schedule,
         "milestones": _iterations(milestones) if milestones is not None else None,
         "warmup": warmup,
+        "rewarm": rewarm,
         "seed": seed,
         "out": str(out) if out else None,
         "init": str(init) if init else None,
@@ -256,13 +284,58 @@ def train_command(
                 "(or --resume --out DIR to continue a run)"
             )
     cfg = build_config(preset, config, overrides, base=base)
-    if decay_branch is not None or decay_iters is not None:
+    limit = parse_duration(time_limit) if time_limit is not None else None
+    timed_branch = decay_branch is not None and decay_iters is None and limit is not None
+    if timed_branch:
+        if not resume or out is None:
+            raise ConfigError(
+                "a timed release needs --resume --out RUN --decay-branch NEW_DIR --time-limit T"
+            )
+        if export is not None:
+            raise ConfigError(
+                "--export and a timed --decay-branch exclude each other: export the branch after"
+            )
+    elif decay_branch is not None or decay_iters is not None:
         cfg, resume = _branch(cfg, resume, out, decay_branch, decay_iters, iters), True
     stop = threading.Event()
     with _log_above_bar(), _stop_on_signals(stop):
-        result = train(cfg, resume=resume, export=export, progress=_Progress(), stop=stop)
+        if timed_branch:
+            from mma.train.branch import train_then_branch
+
+            assert decay_branch is not None and limit is not None
+            main, branched = train_then_branch(
+                cfg,
+                decay_branch,
+                limit,
+                share=branch_share,
+                resume=resume,
+                from_weights=from_weights,
+                progress=_Progress(),
+                stop=stop,
+            )
+            results = [main] if branched is None else [main, branched]
+        else:
+            results = [
+                train(
+                    cfg,
+                    resume=resume,
+                    from_weights=from_weights,
+                    export=export,
+                    progress=_Progress(),
+                    stop=stop,
+                    time_limit=limit,
+                )
+            ]
     if os.environ.get("RANK", "0") != "0":
         return
+    if timed_branch and len(results) == 1 and not results[0].stopped:
+        typer.echo("no time left for a decay branch after the main run", err=True)
+    for result in results:
+        _report(result, export if not timed_branch else None)
+
+
+def _report(result: TrainResult, export: Path | None) -> None:
+    """The end of one run: where it stands, its last scores; exit 130 when a stop request ended it."""
     if result.stopped:
         typer.echo(
             f"stopped at iteration {result.iteration}; state saved in {result.state} "
@@ -270,8 +343,12 @@ def train_command(
             err=True,
         )
         raise typer.Exit(130)
+    timing = ""
+    if result.step_seconds is not None and result.seconds is not None:
+        timing = f" in {result.seconds:.0f} s ({result.step_seconds:.3f} s per step at most)"
+    ended = " (time limit: ended early enough to validate and save)" if result.out_of_time else ""
     typer.echo(
-        f"done: {result.iteration} iterations; EMA weights {result.weights}"
+        f"done: {result.iteration} iterations{timing}{ended}; EMA weights {result.weights}"
         + (f", exported to {export}" if export else "")
     )
     for v in result.validations:

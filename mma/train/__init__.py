@@ -4,7 +4,7 @@
 `mma train` is the command-line face of the same call.
 """
 
-from mma.train.branch import start_decay_branch
+from mma.train.branch import start_decay_branch, train_then_branch
 from mma.train.config import TrainConfig, build_config
 from mma.train.loop import TrainEvent, TrainResult, saved_config, train
 from mma.train.presets import PRESETS
@@ -20,4 +20,5 @@ __all__ = [
     "saved_config",
     "start_decay_branch",
     "train",
+    "train_then_branch",
 ]

@@ -40,6 +40,8 @@ class TrainConfig:
     warmup: int = 0  # iterations of linear warm-up from iteration 0
     decay_start: int | None = None  # a decay branch: lr falls linearly to 0 from here ...
     decay_iters: int = 0  # ... over this many iterations
+    rewarm: int = 50  # warm-up iterations after continuing from weights alone (mma.train.continuation)
+    rewarm_start: int | None = None  # the iteration such a continuation started from; None: never happened
     betas: tuple[float, float] = (0.9, 0.99)
     ema: float = 0.999
     amp: bool = True  # mixed precision: bf16 on CUDA and on CPUs with native bf16, else fp16 (CUDA)
@@ -87,6 +89,8 @@ class TrainConfig:
             self.warmup,
             self.decay_start,
             self.decay_iters,
+            self.rewarm,
+            self.rewarm_start,
         )
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -103,7 +107,17 @@ _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 NETWORK_FIELDS = ("variant", "scale", "model")  # a checkpoint cannot continue with others
 DATA_FIELDS = ("train", "val_split")
-SCHEDULE_FIELDS = ("schedule", "lr", "milestones", "gamma", "warmup", "decay_start", "decay_iters")
+SCHEDULE_FIELDS = (
+    "schedule",
+    "lr",
+    "milestones",
+    "gamma",
+    "warmup",
+    "decay_start",
+    "decay_iters",
+    "rewarm",
+    "rewarm_start",
+)
 # Options that change which numbers a run computes: a resumed run that changes one is no longer identical
 # to an uninterrupted run.
 RECIPE_FIELDS = (*NETWORK_FIELDS, *DATA_FIELDS, "patch", "batch", *SCHEDULE_FIELDS, "betas", "ema", "seed")

@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mma.errors import ConfigError
-from mma.evaluate import find_images, read_rgb
+from mma.evaluate import find_images
 from mma.fileio import atomic_write
 from mma.imaging.resize import imresize, modcrop
+from mma.train.packed import PackedImage, TrainingImage, is_pack, packed_images, read_training_image
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,20 @@ _CACHE_VERSION = 1  # bump when the way LR images are made changes, so old cache
 _PERMUTATION, _PATCH = 1, 2  # tags that keep the two random streams apart
 
 
-def training_images(folders: Sequence[str | Path]) -> list[Path]:
-    """All HR images of the given folders (an `HR` subfolder is used when present), in a stable order."""
+def training_images(folders: Sequence[str | Path]) -> list[TrainingImage]:
+    """All HR images of the given folders (an `HR` subfolder is used when present) or packs (`mma pack`),
+    in a stable order."""
     if not folders:
         raise ConfigError("no training data: give at least one HR image folder")
-    return [image for folder in folders for image in find_images(folder)]
+    images: list[TrainingImage] = []
+    for source in folders:
+        images += packed_images(source) if is_pack(source) else find_images(source)
+    return images
 
 
-def split_validation(paths: Sequence[Path], count: int, seed: int) -> tuple[list[Path], list[Path]]:
+def split_validation(
+    paths: Sequence[TrainingImage], count: int, seed: int
+) -> tuple[list[TrainingImage], list[TrainingImage]]:
     """Hold out `count` images chosen by `seed`; returns (training, validation), each in input order."""
     if count >= len(paths):
         raise ConfigError(f"val_split={count} would leave no training images out of {len(paths)}")
@@ -48,11 +55,14 @@ def split_validation(paths: Sequence[Path], count: int, seed: int) -> tuple[list
     return ([p for i, p in enumerate(paths) if i not in held], [p for i, p in enumerate(paths) if i in held])
 
 
-def _cache_stem(path: Path, scale: int) -> str:
-    """Changes whenever the file (path, size, modification time) or the LR recipe changes."""
+def _cache_stem(image: TrainingImage, scale: int) -> str:
+    """Changes whenever the file (path, size, modification time; a pack's and the key in it) or the LR
+    recipe changes."""
+    path = image.pack if isinstance(image, PackedImage) else image
+    inside = f"|{image.key}" if isinstance(image, PackedImage) else ""
     stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|x{scale}|v{_CACHE_VERSION}"
-    return f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:16]}-x{scale}"
+    key = f"{path.resolve()}{inside}|{stat.st_size}|{stat.st_mtime_ns}|x{scale}|v{_CACHE_VERSION}"
+    return f"{image.stem}-{hashlib.sha1(key.encode()).hexdigest()[:16]}-x{scale}"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -63,14 +73,16 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def load_pair(path: Path, scale: int, cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(
+    path: TrainingImage, scale: int, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(HR modcropped, LR = imresize(HR, 1/scale)), uint8 HxWx3; memory-mapped from `cache_dir` if cached."""
     if cache_dir is not None:
         stem = cache_dir / _cache_stem(path, scale)
         hr_file, lr_file = stem.with_name(stem.name + "-hr.npy"), stem.with_name(stem.name + "-lr.npy")
         if hr_file.is_file() and lr_file.is_file():
             return np.load(hr_file, mmap_mode="r"), np.load(lr_file, mmap_mode="r")
-    hr = np.ascontiguousarray(modcrop(read_rgb(path), scale))
+    hr = np.ascontiguousarray(modcrop(read_training_image(path), scale))
     lr = imresize(hr, 1 / scale)
     if cache_dir is not None:
         _save_npy(hr_file, hr)
@@ -86,7 +98,7 @@ class PairStore:
 
     def __init__(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[TrainingImage],
         scale: int,
         *,
         min_lr_size: int = 1,
@@ -97,12 +109,13 @@ class PairStore:
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
         self.scale = scale
-        self.paths: list[Path] = []
+        self.paths: list[TrainingImage] = []
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
         for done, path in enumerate(paths, 1):
-            hr, lr = load_pair(Path(path), scale, cache)
+            image = path if isinstance(path, PackedImage) else Path(path)
+            hr, lr = load_pair(image, scale, cache)
             if min(lr.shape[:2]) >= min_lr_size:
-                self.paths.append(Path(path))
+                self.paths.append(image)
                 self.pairs.append((hr, lr))
             if progress is not None:
                 progress(done, len(paths))

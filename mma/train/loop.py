@@ -27,7 +27,9 @@ from mma.evaluate import dataset_name, find_images
 from mma.model import build_model
 from mma.runtime import autocast_dtype
 from mma.train import distributed
+from mma.train.budget import Budget
 from mma.train.config import NETWORK_FIELDS, PROVENANCE_FIELDS, TrainConfig, recipe_changes
+from mma.train.continuation import CONTINUATION_FILE, load_continuation, save_continuation
 from mma.train.data import (
     IterationBatches,
     PairStore,
@@ -41,6 +43,7 @@ from mma.train.distributed import Placement
 from mma.train.ema import EMA
 from mma.train.export import export_weights, init_from
 from mma.train.logs import RunLog
+from mma.train.packed import TrainingImage, source_name
 from mma.train.state import STATE_FILE, load_state, restore_rng, save_state
 from mma.train.validate import Validation, ValidationSet, validate
 
@@ -73,31 +76,66 @@ class TrainResult:
     weights: Path  # the EMA weights as safetensors
     validations: tuple[Validation, ...]  # the most recent scores, one per validation set
     best_psnr: float | None
+    out_of_time: bool = False  # True when the time limit ended the run (after its final validation and save)
+    step_seconds: float | None = None  # with a time limit: the slowest recent step, as planned with
+    seconds: float | None = None  # with a time limit: the wall time from the start of `train`
+    trained: int = 0  # steps taken by this call
 
 
 def saved_config(out: str | Path) -> TrainConfig | None:
-    """The configuration stored in `out`'s training state (device and workers reset to their defaults),
-    or None when `out` holds no run."""
-    path = Path(out) / STATE_FILE
-    return TrainConfig.from_dict(load_state(path)["config"]).for_this_machine() if path.is_file() else None
+    """The configuration stored in `out`'s training state, else in its continuation file (device and
+    workers reset to their defaults), or None when `out` holds no run."""
+    state, continuation = Path(out) / STATE_FILE, Path(out) / CONTINUATION_FILE
+    if state.is_file():
+        return TrainConfig.from_dict(load_state(state)["config"]).for_this_machine()
+    if continuation.is_file():
+        return TrainConfig.from_dict(load_continuation(continuation)["config"]).for_this_machine()
+    return None
+
+
+def saved_iteration(out: str | Path) -> int | None:
+    """The iteration `out`'s run has reached (its state, else its continuation file), or None."""
+    state, continuation = Path(out) / STATE_FILE, Path(out) / CONTINUATION_FILE
+    if state.is_file():
+        return int(load_state(state)["iteration"])
+    if continuation.is_file():
+        return load_continuation(continuation)["iteration"]
+    return None
 
 
 def train(
     config: TrainConfig,
     *,
     resume: bool = False,
+    from_weights: bool = False,
     export: str | Path | None = None,
     progress: Callable[[TrainEvent], None] | None = None,
     stop: threading.Event | None = None,
+    time_limit: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainResult:
     """Run (or with `resume`, continue) the training that `config` describes.
 
-    `stop`, once set, makes every process save a checkpoint after the current step and return.
-    `export` receives a copy of the final EMA weights (also in `<out>/ema.safetensors`).
+    A resumed run continues from `<out>/state.ckpt`; without one, or with `from_weights`, from
+    `<out>/continue.safetensors` (raw and EMA weights only: a fresh optimiser, `config.rewarm` steps of
+    warm-up). `stop`, once set, makes every process save a checkpoint after the current step and return.
+    `export` receives a copy of the final EMA weights (also in `<out>/ema.safetensors`). With `time_limit`
+    (seconds from this call, on `clock`), the run ends early enough for a last validation and save
+    (mma.train.budget); `TrainResult.out_of_time` says whether it did.
     """
+    budget = Budget(time_limit, clock) if time_limit is not None else None
     placement = distributed.setup(config.device)
     try:
-        return Trainer(config, placement, resume=resume, progress=progress, stop=stop).run(export)
+        trainer = Trainer(
+            config,
+            placement,
+            resume=resume,
+            from_weights=from_weights,
+            progress=progress,
+            stop=stop,
+            budget=budget,
+        )
+        return trainer.run(export)
     finally:
         distributed.teardown(placement)
 
@@ -111,20 +149,42 @@ class Trainer:
         placement: Placement,
         *,
         resume: bool = False,
+        from_weights: bool = False,
         progress: Callable[[TrainEvent], None] | None = None,
         stop: threading.Event | None = None,
+        budget: Budget | None = None,
     ) -> None:
-        self.cfg, self.place = config, placement
+        self.budget = budget
         self.device = placement.device
+        self.place = placement
         self.progress = progress if placement.main else None
         self.stop = stop
         self.out = Path(config.out)
-        state_path = self.out / STATE_FILE
-        saved = load_state(state_path) if state_path.is_file() else None
-        if saved is not None and not resume:
+        state_path, continuation_path = self.out / STATE_FILE, self.out / CONTINUATION_FILE
+        if (state_path.is_file() or continuation_path.is_file()) and not resume:
             raise ConfigError(
                 f"{self.out} already holds a run: pass --resume to continue it, or another --out"
             )
+        if from_weights and not continuation_path.is_file():
+            raise ConfigError(f"{continuation_path}: no continuation file to continue from")
+        from_weights = resume and (from_weights or not state_path.is_file()) and continuation_path.is_file()
+        saved = load_state(state_path) if resume and state_path.is_file() and not from_weights else None
+        continued = load_continuation(continuation_path) if from_weights else None
+        if saved is not None and continuation_path.is_file():
+            # A state left behind by an older checkout must not undo the training a newer file holds.
+            newer = load_continuation(continuation_path)
+            if newer["iteration"] > int(saved["iteration"]):
+                log.warning(
+                    "%s is at iteration %d, %s at %d: continuing from the further one",
+                    STATE_FILE,
+                    int(saved["iteration"]),
+                    CONTINUATION_FILE,
+                    newer["iteration"],
+                )
+                saved, continued = None, newer
+        if continued is not None:
+            config = self._continue_from_weights(config, continued)
+        self.cfg = config
         if saved is not None:
             self._check_recipe(TrainConfig.from_dict(saved["config"]), int(saved["iteration"]))
         if self.device.type == "cuda":
@@ -132,7 +192,7 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         self.model = build_model(config.variant, config.scale, **config.model).to(self.device)
-        if config.init is not None and saved is None:
+        if config.init is not None and saved is None and continued is None:
             init_from(self.model, config.init)
         self.ema = EMA(self.model, config.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=tuple(config.betas))
@@ -155,6 +215,10 @@ class Trainer:
         )
         if saved is not None:
             self._restore(saved)
+        if continued is not None:
+            self.model.load_state_dict(continued["model"])
+            self.ema.load_state_dict(continued["ema"])
+            self.iteration = continued["iteration"]
 
     # ----- set-up -------------------------------------------------------------------------------------------
 
@@ -172,10 +236,32 @@ class Trainer:
                 ", ".join(changed),
             )
 
+    def _continue_from_weights(self, config: TrainConfig, continued: dict[str, Any]) -> TrainConfig:
+        """`config` with a re-warm-up from the continuation's iteration; refuses another network."""
+        fatal = [
+            name
+            for name in recipe_changes(TrainConfig.from_dict(continued["config"]), config)
+            if name in NETWORK_FIELDS
+        ]
+        if fatal:
+            raise ConfigError(
+                f"{self.out} holds a run of another network ({', '.join(fatal)} differ); "
+                "resume it with its own settings or choose another --out"
+            )
+        iteration = continued["iteration"]
+        log.warning(
+            "continuing from %s at iteration %d: raw and EMA weights only, a fresh optimiser, "
+            "%d iterations of warm-up",
+            CONTINUATION_FILE,
+            iteration,
+            config.rewarm,
+        )
+        return config.replace(rewarm_start=iteration) if config.rewarm else config
+
     def _prepare_data(self) -> None:
         cfg = self.cfg
         paths = training_images(cfg.train)
-        held: list[Path] = []
+        held: list[TrainingImage] = []
         if cfg.val_split:
             paths, held = split_validation(paths, cfg.val_split, cfg.seed)
         sets = [ValidationSet("held-out", tuple(held))] if held else []
@@ -197,7 +283,7 @@ class Trainer:
         if not writes_first:
             self.store = build()
         self.data_description = {
-            "folders": [dataset_name(d) for d in cfg.train],
+            "folders": [source_name(d) for d in cfg.train],
             "images": len(self.store),
             "held_out_for_validation": len(held),
         }
@@ -234,15 +320,25 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         runlog = RunLog(self.out, self.iteration) if place.main else None
         self._emit("start")
-        stopped = False
+        self.started_at = self.iteration
+        stopped = out_of_time = False
+        budget = self.budget
+        steps_ahead = cfg.log_every if place.distributed else 1  # steps until processes can agree to end
         try:
+            if budget is not None:
+                self._measure_costs(budget, runlog)
             running, counted, tick = torch.zeros((), device=self.device), 0, time.perf_counter()
             self.model.train()
+            last = budget.clock() if budget is not None else 0.0
             for lr_batch, hr_batch in loader:
                 running += self.step(lr_batch, hr_batch)
                 counted += 1
                 self.iteration += 1
                 self._emit("step")
+                if budget is not None:
+                    now = budget.clock()
+                    budget.steps.append(now - last)
+                    last = now
                 it = self.iteration
                 if it % cfg.log_every == 0 or it == cfg.iters:
                     loss = distributed.mean(running / counted, place).item()
@@ -254,16 +350,30 @@ class Trainer:
                     running.zero_()
                     counted, tick = 0, time.perf_counter()
                 paused = time.perf_counter()  # the speed counts training steps, not validation or saving
-                if it % cfg.val_every == 0:
-                    self._validate(runlog)
-                # Processes agree on stopping at log points only: agreeing is a host-device sync.
+                due_val, due_save = it % cfg.val_every == 0, it % cfg.save_every == 0
+                # Processes agree on ending at log points only: agreeing is a host-device sync.
+                if (
+                    budget is not None
+                    and it < cfg.iters
+                    and (not place.distributed or it % cfg.log_every == 0)
+                ):
+                    late = place.main and budget.must_end(
+                        steps_ahead, due_val and bool(self.val_sets), due_save
+                    )
+                    out_of_time = distributed.any_process(late, place)
+                if out_of_time:
+                    break  # the final validation and save below are what the budget kept time for
+                if due_val:
+                    self._timed(self._validate, budget, "validation_s", runlog)
                 if not place.distributed or it % cfg.log_every == 0:
                     stopped = distributed.any_process(self.stop is not None and self.stop.is_set(), place)
-                if it % cfg.save_every == 0 or stopped:
-                    self._save()
+                if due_save or stopped:
+                    self._timed(self._save, budget, "save_s")
                 if stopped:
                     break
                 tick += time.perf_counter() - paused
+                if budget is not None:
+                    last = budget.clock()
             if not stopped:
                 if self.val_sets and self.validated_at != self.iteration:
                     self._validate(runlog)
@@ -283,7 +393,32 @@ class Trainer:
             weights=self.out / EMA_FILE,
             validations=self.validations,
             best_psnr=self.best["psnr"] if self.best else None,
+            out_of_time=out_of_time,
+            trained=self.iteration - self.started_at,
+            step_seconds=budget.step_s() if budget is not None else None,
+            seconds=budget.elapsed() if budget is not None else None,
         )
+
+    def _measure_costs(self, budget: Budget, runlog: RunLog | None) -> None:
+        """Validate and save once before training, timed, so the budget can plan the ones that end the run.
+        A validation already logged at this iteration is repeated without a new row."""
+        if self.val_sets:
+            began = budget.clock()
+            if self.validated_at != self.iteration:
+                self._validate(runlog)
+            elif self.place.main:
+                for images in self.val_sets:
+                    validate(self.ema.module, images, self.cfg.scale, self.device)
+            budget.validation_s = budget.clock() - began
+        self._timed(self._save, budget, "save_s")
+
+    @staticmethod
+    def _timed(action: Callable[..., None], budget: Budget | None, cost: str, *args: Any) -> None:
+        """Run `action(*args)`; with a budget, record its duration as the cost named `cost`."""
+        began = budget.clock() if budget is not None else 0.0
+        action(*args)
+        if budget is not None:
+            setattr(budget, cost, budget.clock() - began)
 
     def step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         """One optimiser step on a uint8 batch; returns the detached loss (no host sync)."""
@@ -346,6 +481,13 @@ class Trainer:
                 "validated_at": self.validated_at,
                 "validations": [vars(v) for v in self.validations],
             },
+        )
+        save_continuation(
+            self.out / CONTINUATION_FILE,
+            self.model.state_dict(),
+            self.ema.state_dict(),
+            self.iteration,
+            self.cfg.to_dict(),
         )
         export_weights(self.ema.module, self.out / EMA_FILE, **self._provenance())
         self._emit("save")

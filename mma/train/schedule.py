@@ -14,6 +14,10 @@ A decay branch (`decay_start`, `decay_iters`) follows the main curve up to `deca
 linearly from the main rate at `decay_start` to 0 at `decay_start + decay_iters` (step `decay_start + j`
 uses main * (1 - j / decay_iters)). Linear to zero is the simplest cool-down that ends fully decayed, and
 short linear cool-downs are known to match a full cosine schedule.
+
+A re-warm-up (`rewarm_start`, `rewarm`) multiplies every rate, branch included, by a linear ramp from
+1 / rewarm to 1 over `rewarm` steps from `rewarm_start`: a run continued from its weights alone starts with
+a fresh optimiser, whose first steps would otherwise be as large as the rate allows in every direction.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Schedule:
     warmup: int = 0
     decay_start: int | None = None
     decay_iters: int = 0
+    rewarm: int = 0
+    rewarm_start: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -47,7 +53,7 @@ class Schedule:
             )
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"need 0 < gamma <= 1, got gamma={self.gamma}")
-        for name in ("warmup", "decay_iters"):
+        for name in ("warmup", "decay_iters", "rewarm"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
@@ -55,6 +61,8 @@ class Schedule:
             raise ConfigError("a decay branch needs both decay_start and decay_iters > 0 (or neither)")
         if self.decay_start is not None and (isinstance(self.decay_start, bool) or self.decay_start < 0):
             raise ConfigError(f"decay_start must be a non-negative iteration, got {self.decay_start!r}")
+        if self.rewarm_start is not None and (isinstance(self.rewarm_start, bool) or self.rewarm_start < 0):
+            raise ConfigError(f"rewarm_start must be a non-negative iteration, got {self.rewarm_start!r}")
 
     @property
     def decay_end(self) -> int | None:
@@ -71,11 +79,15 @@ class Schedule:
         return lr
 
     def lr_at(self, iteration: int) -> float:
-        """The rate of step `iteration`, the decay branch included."""
+        """The rate of step `iteration`, the decay branch and a re-warm-up included."""
         if self.decay_start is None or iteration < self.decay_start:
-            return self.main_lr(iteration)
-        left = max(0, self.decay_start + self.decay_iters - iteration)
-        return self.main_lr(self.decay_start) * left / self.decay_iters
+            lr = self.main_lr(iteration)
+        else:
+            left = max(0, self.decay_start + self.decay_iters - iteration)
+            lr = self.main_lr(self.decay_start) * left / self.decay_iters
+        if self.rewarm_start is not None and self.rewarm_start <= iteration < self.rewarm_start + self.rewarm:
+            lr *= (iteration - self.rewarm_start + 1) / self.rewarm
+        return lr
 
 
 def same_rates(a: Schedule, b: Schedule, iterations: int) -> bool:

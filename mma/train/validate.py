@@ -6,13 +6,13 @@ float32 inference, Y channel, crop = scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from mma.engine import paper_engine
-from mma.evaluate import Summary, evaluate_images
+from mma.evaluate import DatasetResult, Summary, evaluate_image
+from mma.train.packed import TrainingImage, read_training_image
 
 Validation = Summary  # the name the training loop, its logs and saved states use
 
@@ -22,11 +22,15 @@ class ValidationSet:
     """A named list of HR images (a folder's, or images held out of the training set)."""
 
     name: str
-    images: tuple[Path, ...]
+    images: tuple[TrainingImage, ...]  # files, or images of a pack
 
 
 def validate(model: nn.Module, images: ValidationSet, scale: int, device: torch.device) -> Validation:
     """Mean PSNR/SSIM of `model` over `images`, as `mma eval` computes them; the model itself is untouched
     (the engine runs an eval-mode copy when it is training)."""
     engine = paper_engine(model, scale=scale, device=device)
-    return evaluate_images(images.name, images.images, scale, engine.upscale_array).summary()
+    scores = tuple(
+        evaluate_image(image.name, read_training_image(image), scale, engine.upscale_array)[1]
+        for image in images.images
+    )
+    return DatasetResult(images.name, scale, scores).summary()
