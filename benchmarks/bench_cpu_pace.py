@@ -17,20 +17,9 @@ import statistics
 import time
 
 import torch
+from timing import matmul_gflops
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def matmul_rate(side: int = 2048, repeats: int = 3) -> float:
-    """Best FLOP/s of a side x side float32 matmul over `repeats` tries (after one warm-up)."""
-    a, b = torch.rand(side, side), torch.rand(side, side)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * side**3 / best
 
 
 def dense_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -68,7 +57,7 @@ def main() -> None:
     with torch.inference_mode():
         network(x)  # warm-up: numba compilation, oneDNN primitives, allocator
         for _ in range(args.repeats):
-            rates.append(matmul_rate())
+            rates.append(matmul_gflops(2048, repeat=3) * 1e9)
             start = time.perf_counter()
             network(x)
             times.append(time.perf_counter() - start)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import matmul_gflops
 
 from mma.api import load_model
 from mma.export.onnx import check_onnx, export_onnx, onnx_session
@@ -47,16 +48,6 @@ def phase(name: str, work: Callable[..., object], *args: object, **kwargs: objec
     result = work(*args, **kwargs)
     print(f"| {name} | {time.perf_counter() - started:.1f} | {peak_mib():,.0f} |", flush=True)
     return result
-
-
-def matmul_gflops() -> float:
-    """Float32 matmul rate right now: the yardstick of the machine's load during the run."""
-    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    return 10 * 2 * 1024**3 / (time.perf_counter() - started) / 1e9
 
 
 def main() -> None:

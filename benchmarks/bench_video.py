@@ -20,22 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from bench_upscale_host import Nearest
+from timing import matmul_gflops
 
 import mma
 from mma.engine import Engine
 from mma.video import upscale_video_with
-
-
-class Nearest(nn.Module):
-    """A stand-in network: nearest-neighbour upscaling, which costs next to nothing."""
-
-    def __init__(self, scale: int) -> None:
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
 
 
 def make_clip(path: Path, frames: int, width: int, height: int) -> Path:
@@ -62,16 +52,6 @@ def make_clip(path: Path, frames: int, width: int, height: int) -> Path:
             container.mux(sound.encode(chunk))
         container.mux(sound.encode(None))
     return path
-
-
-def matmul_gflops(seconds: float = 1.0) -> float:
-    """float32 1024x1024 matmuls per second as GFLOP/s: how fast this machine is right now."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * 1024**3 * count / (time.perf_counter() - start) / 1e9
 
 
 def main() -> None:

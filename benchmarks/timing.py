@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: the one timing loop, and the clock that keeps sections to their budgets."""
+"""Shared by the benchmark scripts: the one timing loop, the clock that keeps sections to their budgets, and
+the matmul rate that says how fast the machine is right now (the yardstick for numbers taken under load)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ def time_calls(
         if time.perf_counter() - begin > limit_s:
             break
     return times
+
+
+def matmul_gflops(side: int = 1024, repeat: int = 5) -> float:
+    """Best float32 `side` x `side` matmul rate in GFLOP/s over `repeat` products (after one warm-up): how
+    fast this machine is right now, so a time taken beside it can be read as a share of the matrix rate."""
+    import torch
+
+    a, b = torch.rand(side, side), torch.rand(side, side)
+    return 2 * side**3 / min(time_calls(lambda: a @ b, repeat)) / 1e9
 
 
 class Clock:

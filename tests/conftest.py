@@ -40,6 +40,19 @@ def optional_package(name: str, extra: str) -> ModuleType:
         pytest.skip(reason, allow_module_level=True)
 
 
+def write_training_images(folder: Path, count: int = 6, seed: int = 0) -> Path:
+    """Small photo-like training images in `folder`: smooth colour ramps with edges and a little noise, each
+    a different size, so cropping, patching and held-out splits all have something to do."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        h, w = 36 + 2 * i, 44 - i
+        y, x = np.mgrid[0:h, 0:w] / max(h, w)
+        ramp = np.stack([np.sin(6 * x + i), np.cos(5 * y - i), (x > 0.5) ^ (y > 0.4)], -1)
+        image = 127.5 + 100 * ramp + rng.normal(0, 6, (h, w, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def spec_dir() -> Path:
     if not SPEC.is_dir():

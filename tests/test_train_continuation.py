@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_training_images
 from safetensors.torch import load, save_file
 from typer.testing import CliRunner
 
@@ -32,15 +32,7 @@ TINY = {"num_feat": 8, "num_block": 1}
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hr")
-    rng = np.random.default_rng(1)
-    for i in range(5):
-        h, w = 34 + 2 * i, 40 - i
-        y, x = np.mgrid[0:h, 0:w] / max(h, w)
-        ramp = np.stack([np.sin(5 * x + i), np.cos(4 * y - i), (x > 0.4) ^ (y > 0.5)], -1)
-        image = 127.5 + 100 * ramp + rng.normal(0, 5, (h, w, 3))
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
+    return write_training_images(tmp_path_factory.mktemp("hr"), count=5, seed=1)
 
 
 def _config(images: Path, out: Path, **changes: object) -> TrainConfig:

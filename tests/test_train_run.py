@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_training_images
 from typer.testing import CliRunner
 
 from mma.cli import app
@@ -33,16 +33,7 @@ TINY = {"num_feat": 8, "num_block": 1}
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six small photos-like images: smooth colour ramps with edges and a little noise."""
-    folder = tmp_path_factory.mktemp("hr")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        h, w = 36 + 2 * i, 44 - i
-        y, x = np.mgrid[0:h, 0:w] / max(h, w)
-        ramp = np.stack([np.sin(6 * x + i), np.cos(5 * y - i), (x > 0.5) ^ (y > 0.4)], -1)
-        image = 127.5 + 100 * ramp + rng.normal(0, 6, (h, w, 3))
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
+    return write_training_images(tmp_path_factory.mktemp("hr"), count=6, seed=0)
 
 
 def _config(images: Path, out: Path, **changes: object) -> TrainConfig:
