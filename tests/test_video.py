@@ -293,6 +293,19 @@ def test_unknown_codec_is_one_line(tmp_path, tiny_model):
     assert no_partial_files(tmp_path, "clip.mkv", "tiny_x2.safetensors")
 
 
+def test_a_source_codec_this_pyav_cannot_decode_is_one_line(tmp_path, tiny_model):
+    """A Matroska file whose video codec id FFmpeg does not know (the same bytes under another id)."""
+    made = make_clip(tmp_path / "made.mkv", 3, audio=False)
+    source = tmp_path / "clip.mkv"
+    data = made.read_bytes()
+    assert data.count(b"V_FFV1") == 1
+    source.write_bytes(data.replace(b"V_FFV1", b"V_QQQQ"))
+    made.unlink()
+    with pytest.raises(VideoReadError, match=r"clip.mkv: video codec .* cannot be decoded"):
+        upscale_video(source, tmp_path / "out.mkv", tiny_model)
+    assert no_partial_files(tmp_path, "clip.mkv", "tiny_x2.safetensors")
+
+
 def test_a_container_that_cannot_hold_the_streams_is_refused_before_any_work(tmp_path, tiny_model):
     source = make_clip(tmp_path / "clip.mkv", 3)  # AAC sound, which WebM cannot hold
     with pytest.raises(
