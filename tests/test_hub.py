@@ -259,7 +259,7 @@ def test_reachability_is_left_to_the_request_behind_a_proxy(hub, monkeypatch):
 
     hub_module._unreachable.cache_clear()
     assert hub_module._unreachable(hub.url) is None  # listening
-    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")  # never contacted here
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     assert hub_module._unreachable(f"http://127.0.0.1:{_closed_port()}") is None
