@@ -21,6 +21,7 @@ from torch import nn
 
 from mma.errors import CheckpointError, ConfigError
 from mma.imaging.io import ImageMeta, array_to_float
+from mma.model.network import float32_output
 from mma.progress import forward_progress
 from mma.runtime import (
     cpu_threads,
@@ -146,7 +147,9 @@ class Engine:
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, h, w) in [0, 1] anywhere -> float32 (B, 3, sh, sw) on the CPU, never NaN."""
-        with torch.inference_mode():  # checked where it was computed: on a GPU the check is nearly free
+        # float32_output: a half-precision run keeps its float32 last conv; checked where it was computed (on
+        # a GPU the check is nearly free)
+        with torch.inference_mode(), float32_output():
             result = self.model(images.to(self.device, self.dtype))
             if self.dtype != torch.float32 and not all_finite(result):
                 warnings.warn(

@@ -10,6 +10,7 @@ from torch import nn
 
 from mma.model import build_model, network
 from mma.model.blocks import may_overwrite
+from mma.model.network import float32_output
 
 
 def _reference(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -64,14 +65,17 @@ def test_state_dict_names_are_unchanged():
     assert not any(name.startswith(("upsample.1", "upsample.3")) for name in names)
 
 
-def test_half_precision_output_leaves_in_float32():
-    """The last conv and the mean run in float32 after a bf16 body: no bf16 rounding of the output itself."""
+def test_half_precision_output_leaves_in_float32_when_asked():
+    """The last conv and the mean run in float32 after a bf16 body: no bf16 rounding of the output itself
+    where the engine asks for it; a plain module call gets the dtype it put in."""
     torch.manual_seed(0)
     model = build_model("mma-t", 2, num_block=1).eval()
     x = torch.rand(1, 3, 12, 10)
     exact = _inference(model, x)
     half = model.to(torch.bfloat16)
-    got = _inference(half, x.to(torch.bfloat16))
+    assert _inference(half, x.to(torch.bfloat16)).dtype == torch.bfloat16
+    with float32_output():
+        got = _inference(half, x.to(torch.bfloat16))
     assert got.dtype == torch.float32
     rounded_output = _reference(half, x.to(torch.bfloat16)).float()
     assert (got - exact).abs().mean() < (rounded_output - exact).abs().mean()

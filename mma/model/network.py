@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +71,22 @@ class MMABlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+# Whether a half-precision forward may hand back its float32 output (the engine asks for it: rounding the
+# output to bf16 costs more PSNR than the whole half-precision body). Off by default, so that a module user
+# (spandrel, torch.hub) gets the dtype it put in, as every PyTorch module does.
+_FLOAT32_OUTPUT: contextvars.ContextVar[bool] = contextvars.ContextVar("mma_float32_output", default=False)
+
+
+@contextlib.contextmanager
+def float32_output() -> Iterator[None]:
+    """Within this block a half-precision MMA forward returns its float32 output instead of rounding it."""
+    token = _FLOAT32_OUTPUT.set(True)
+    try:
+        yield
+    finally:
+        _FLOAT32_OUTPUT.reset(token)
+
+
 def _upsampler(scale: int, channels: int) -> nn.Sequential:
     """x2/x4: [conv C->4C, PixelShuffle(2)] per factor 2; x3: conv C->9C, PixelShuffle(3)."""
     if scale == 3:
@@ -114,8 +134,10 @@ class MMA(nn.Module):
         if not may_overwrite():
             return self.conv_last(self.upsample(deep)) / img_range + mean
         if deep.shape[2] * deep.shape[3] > UPSAMPLE_BAND_PIXELS:
-            return self._tail_in_bands(deep)
-        return self._tail(deep)
+            out = self._tail_in_bands(deep)
+        else:
+            out = self._tail(deep)
+        return out if _FLOAT32_OUTPUT.get() else out.to(x.dtype)
 
     def _tail(self, deep: torch.Tensor) -> torch.Tensor:
         return self._to_image(self._upsample_and_last_conv(deep))
