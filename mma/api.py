@@ -56,6 +56,7 @@ __all__ = [
     "list_models",
     "load_model",
     "made_by_mma",
+    "make_engine",
     "read_image",
     "resolve_device",
     "resolve_dtype",
@@ -119,11 +120,42 @@ def upscale(
     transparency with a bicubic resize, `"model"` runs it through the network as a grey image. `progress`
     is a callback `(done_tiles, total_tiles)` or True for `mma.progress.TileProgressBar` on stderr.
     """
+    engine = make_engine(
+        model,
+        scale,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        alpha=alpha,
+        max_memory=max_memory,
+    )
+    return upscale_with(engine, image, progress=progress)
+
+
+def make_engine(
+    model: ModelLike = "mma-t",
+    scale: int | None = None,
+    *,
+    tile: Tile = "auto",
+    overlap: int = DEFAULT_OVERLAP,
+    batch: Batch = "auto",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    threads: int | None = None,
+    alpha: Literal["resize", "model"] = "resize",
+    max_memory: int | str | None = None,
+) -> Engine:
+    """The Engine `mma.upscale` runs, for callers that upscale many inputs with one set of options (videos,
+    frame streams): a name or path is loaded through the model cache first, in the precision resolved once
+    (a refused half precision warns once)."""
     target = resolve_device(device)
-    chosen = resolve_dtype(dtype, target)  # once: a refused half precision warns once
+    chosen = resolve_dtype(dtype, target)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, scale, device=target, dtype=chosen)
-    engine = Engine(
+    return Engine(
         model,
         scale=scale,
         device=target,
@@ -135,7 +167,6 @@ def upscale(
         alpha=alpha,
         max_memory=max_memory,
     )
-    return upscale_with(engine, image, progress=progress)
 
 
 def upscale_with(engine: Engine, image: ImageInput, *, progress: bool | Progress = False) -> Any:

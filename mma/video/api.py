@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mma.api import make_engine
 from mma.engine import DEFAULT_OVERLAP, Batch, Engine, Tile
 from mma.errors import ConfigError, OutputError, VideoOutputError, VideoReadError, VideoTruncatedError
 from mma.fileio import check_writable
@@ -64,7 +65,17 @@ def upscale_frames(
     For frames the caller already has (a camera, a game, another decoder): several whole frames go through
     one forward where memory allows (`batch`: "auto" or a number), larger ones are tiled. Lazy: a frame is
     read only when the results before it are taken."""
-    engine = make_engine(model, scale, tile, overlap, batch, device, dtype, threads, max_memory)
+    engine = make_engine(
+        model,
+        scale,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        max_memory=max_memory,
+    )
     kinds: deque[str | None] = deque()
 
     def arrays() -> Iterator[np.ndarray]:
@@ -111,7 +122,17 @@ def upscale_video(
     interrupted job from its finished segments. The engine options are `mma.upscale`'s. `progress`: True for
     a bar with frames per second and time left, or a callback `(done, total)`.
     """
-    engine = make_engine(model, scale, tile, overlap, batch, device, dtype, threads, max_memory)
+    engine = make_engine(
+        model,
+        scale,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        max_memory=max_memory,
+    )
     return upscale_video_with(
         engine,
         source,
@@ -122,37 +143,6 @@ def upscale_video(
         overwrite=overwrite,
         skip_existing=skip_existing,
         progress=progress,
-    )
-
-
-def make_engine(
-    model: Any,
-    scale: int | None,
-    tile: Tile,
-    overlap: int,
-    batch: Batch,
-    device: str | torch.device,
-    dtype: str | torch.dtype | None,
-    threads: int | None,
-    max_memory: int | str | None = None,
-) -> Engine:
-    """An Engine as `mma.upscale` makes one: a name or path is loaded (and cached) first."""
-    from mma.api import load_model, resolve_device, resolve_dtype
-
-    target = resolve_device(device)
-    chosen = resolve_dtype(dtype, target)
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model, scale, device=target, dtype=chosen)
-    return Engine(
-        model,
-        scale=scale,
-        device=target,
-        dtype=chosen,
-        threads=threads,
-        tile=tile,
-        overlap=overlap,
-        max_memory=max_memory,
-        batch=batch,
     )
 
 
