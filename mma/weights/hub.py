@@ -3,8 +3,9 @@ ModelHubMixin layout.
 
 huggingface_hub owns the cache, the token, `HF_ENDPOINT`, `HF_HUB_OFFLINE` and revision pins; this module only
 turns its errors into ours (an unreachable Hub in seconds, not after its retries), refuses a file whose sha256
-is not the published one, and checks a folder before it is published. A repository in the layout of `ModelHubMixin` holds `config.json` (the MMAConfig) beside
-`model.safetensors`, and its model card `README.md` states the sha256 of the weights.
+is not the published one, and checks a folder before it is published. A repository in the layout of
+`ModelHubMixin` holds `config.json` (the MMAConfig) beside `model.safetensors`, and its model card
+`README.md` states the sha256 of the weights.
 """
 
 from __future__ import annotations
