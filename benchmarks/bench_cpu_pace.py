@@ -8,16 +8,20 @@ forwards, with a matmul measurement interleaved before each.
     python benchmarks/bench_cpu_pace.py                         # bundled MMA-T x4, 320x240 input
     python benchmarks/bench_cpu_pace.py --profile               # plus torch.profiler's top operators
     python benchmarks/bench_cpu_pace.py --dtype bf16 --size 128 128
+    python benchmarks/bench_cpu_pace.py --heap system           # malloc's defaults: fresh pages per tensor
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import torch
 from timing import matmul_gflops
+
+from mma.heap import reuse_freed_memory
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -47,8 +51,15 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators")
+    parser.add_argument(
+        "--heap",
+        choices=["reuse", "system"],
+        default="reuse",
+        help="reuse: each forward inside mma.heap.reuse_freed_memory, as the engine runs it; system: malloc's defaults",
+    )
     args = parser.parse_args()
 
+    heap_policy = reuse_freed_memory if args.heap == "reuse" else contextlib.nullcontext
     dtype = DTYPES[args.dtype]
     network = load_network(args.model, args.scale, dtype)
     x = torch.rand(1, 3, *args.size, generator=torch.Generator().manual_seed(0)).to(dtype)
@@ -58,21 +69,22 @@ def main() -> None:
         network(x)  # warm-up: numba compilation, oneDNN primitives, allocator
         for _ in range(args.repeats):
             rates.append(matmul_gflops(2048, repeat=3) * 1e9)
-            start = time.perf_counter()
-            network(x)
-            times.append(time.perf_counter() - start)
+            with heap_policy():
+                start = time.perf_counter()
+                network(x)
+                times.append(time.perf_counter() - start)
     seconds, rate = statistics.median(times), statistics.median(rates)
     print(
         f"{args.model} x{args.scale} {args.dtype} {args.size[0]}x{args.size[1]}, "
         f"{torch.get_num_threads()} threads: forward {seconds:.2f} s (median of {args.repeats}; "
         f"all {', '.join(f'{t:.2f}' for t in times)}), {flops / 1e9:.0f} GFLOP conv+mm "
         f"= {flops / seconds / 1e9:.0f} GFLOP/s; matmul {rate / 1e9:.0f} GFLOP/s; "
-        f"ratio {flops / seconds / rate:.2f}"
+        f"ratio {flops / seconds / rate:.2f}; heap {args.heap}"
     )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        with torch.inference_mode(), heap_policy(), profile(activities=[ProfilerActivity.CPU]) as prof:
             network(x)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from mma.errors import CheckpointError, ConfigError
+from mma.heap import reuse_freed_memory
 from mma.imaging.io import ImageMeta, array_to_float
 from mma.model.network import float32_output
 from mma.progress import forward_progress
@@ -130,9 +131,9 @@ class Engine:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """The engine's thread count (on a CPU) for the duration of a run."""
+        """The engine's thread count and heap policy (on a CPU) for the duration of a run."""
         if self.device.type == "cpu":
-            with cpu_threads(self.threads or self._policy_threads()):
+            with cpu_threads(self.threads or self._policy_threads()), reuse_freed_memory():
                 yield
         else:
             yield

@@ -8,6 +8,7 @@ caller knows whether a progress bar makes sense, and only rank 0 calls back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -24,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mma import __version__
 from mma.errors import ConfigError
 from mma.evaluate import dataset_name, find_images
+from mma.heap import reuse_freed_memory
 from mma.model import build_model
 from mma.runtime import autocast_dtype
 from mma.train import distributed
@@ -135,7 +137,9 @@ def train(
             stop=stop,
             budget=budget,
         )
-        return trainer.run(export)
+        # on a CPU the step's tensors reuse freed heap memory instead of fresh pages (mma.heap)
+        with reuse_freed_memory() if placement.device.type == "cpu" else contextlib.nullcontext():
+            return trainer.run(export)
     finally:
         distributed.teardown(placement)
 
