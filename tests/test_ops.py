@@ -125,6 +125,29 @@ def test_scan_from_several_threads_at_once():
     assert all(torch.equal(r, expected) for r in results)
 
 
+@pytest.mark.skipif("numba" not in USABLE, reason="the numba backend is not usable here")
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_numba_scan_splits_channels_over_threads_exactly(threads, batch, reverse):
+    """Each thread scans a run of adjacent 32-channel blocks; any split (a partial last block, more threads
+    than blocks) gives the reference's result, with and without the states kept for backward."""
+    x = _inputs(batch=batch, dch=80, n=5, length=140, grad=True)  # 80 channels: blocks of 32, 32 and 16
+    ref = reference.selective_scan(**x, delta_softplus=True, reverse=reverse)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            plain = selective_scan(**x, delta_softplus=True, reverse=reverse, backend="numba")
+        kept = selective_scan(**x, delta_softplus=True, reverse=reverse, backend="numba")
+        grads = torch.autograd.grad(kept.sum(), [x["u"], x["B"]])
+    finally:
+        torch.set_num_threads(previous)
+    ref_grads = torch.autograd.grad(ref.sum(), [x["u"], x["B"]])
+    assert _rel_err(plain, ref) <= 1e-5 and torch.equal(plain, kept.detach())
+    assert all(_rel_err(g, r) <= 1e-4 for g, r in zip(grads, ref_grads))
+
+
 @pytest.mark.parametrize("method", ["loop", "chunked"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_torch_methods_match_reference(method, reverse):

@@ -154,18 +154,43 @@ def _load_step(b, t, c0, dch, u, su, delta, sd, z, sz, bias, has_gate, delta_sof
 
 
 @_jit(**_OPTS)
-def _forward_block(
-    b, c0, u, su, delta, sd, z, sz, Bm, sb, Cm, sc, At, Dv, bias, has_gate, delta_softplus, reverse, out, ckpt
+def _forward_rows(
+    b,
+    k0,
+    k1,
+    u,
+    su,
+    delta,
+    sd,
+    z,
+    sz,
+    Bm,
+    sb,
+    Cm,
+    sc,
+    At,
+    Dv,
+    bias,
+    has_gate,
+    delta_softplus,
+    reverse,
+    out,
+    ckpt,
 ):
-    """The scan of channels c0 .. c0+BLOCK-1 of batch item b (see `scan_forward`)."""
+    """The scan of channel blocks k0 .. k1-1 of batch item b (see `scan_forward`).
+
+    Time is the outer loop and the blocks the inner one, so each step reads one run of adjacent channels of
+    the channels-last rows (and B, C once for all blocks) instead of sweeping the whole sequence once per
+    block (docs/benchmarks.md, "CPU pace").
+    """
     length, dch = out.shape[1], out.shape[2]
     nstate = At.shape[0]
-    w = min(BLOCK, dch - c0)
+    nb = k1 - k0
     dtype = out.dtype
-    h = np.zeros((nstate, BLOCK), dtype)
-    a_log = np.empty((nstate, BLOCK), dtype)
-    skip = np.empty(BLOCK, dtype)
-    bias_c = np.empty(BLOCK, dtype)
+    h = np.zeros((nb, nstate, BLOCK), dtype)
+    a_log = np.empty((nb, nstate, BLOCK), dtype)
+    skip = np.empty((nb, BLOCK), dtype)
+    bias_c = np.empty((nb, BLOCK), dtype)
     uu = np.empty(BLOCK, dtype)
     pre = np.empty(BLOCK, dtype)
     dt = np.empty(BLOCK, dtype)
@@ -173,37 +198,65 @@ def _forward_block(
     g = np.ones(BLOCK, dtype)
     du = np.empty(BLOCK, dtype)
     y = np.empty(BLOCK, dtype)
-    for n in range(nstate):
-        _load(At[n], 0, 1, c0, dch, a_log[n])
-    _load(Dv, 0, 1, c0, dch, skip)
-    _load(bias, 0, 1, c0, dch, bias_c)
+    bt = np.empty(nstate, dtype)
+    ct = np.empty(nstate, dtype)
+    for j in range(nb):
+        c0 = (k0 + j) * BLOCK
+        for n in range(nstate):
+            _load(At[n], 0, 1, c0, dch, a_log[j, n])
+        _load(Dv, 0, 1, c0, dch, skip[j])
+        _load(bias, 0, 1, c0, dch, bias_c[j])
     for s in range(length):
         t = length - 1 - s if reverse else s
-        if ckpt.size > 0 and s % CHUNK == 0:
-            for n in range(nstate):
-                for c in range(w):
-                    ckpt[b, s // CHUNK, n, c0 + c] = h[n, c]
-        _load_step(
-            b, t, c0, dch, u, su, delta, sd, z, sz, bias_c, has_gate, delta_softplus, uu, pre, dt, zz, g
-        )
-        for c in range(BLOCK):
-            du[c] = dt[c] * uu[c]
-            y[c] = skip[c] * uu[c]
         for n in range(nstate):
-            bn = Bm[b * sb[0] + n * sb[1] + t * sb[2]]
-            cn = Cm[b * sc[0] + n * sc[1] + t * sc[2]]
+            bt[n] = Bm[b * sb[0] + n * sb[1] + t * sb[2]]
+            ct[n] = Cm[b * sc[0] + n * sc[1] + t * sc[2]]
+        for j in range(nb):
+            c0 = (k0 + j) * BLOCK
+            w = min(BLOCK, dch - c0)
+            if ckpt.size > 0 and s % CHUNK == 0:
+                for n in range(nstate):
+                    for c in range(w):
+                        ckpt[b, s // CHUNK, n, c0 + c] = h[j, n, c]
+            _load_step(
+                b,
+                t,
+                c0,
+                dch,
+                u,
+                su,
+                delta,
+                sd,
+                z,
+                sz,
+                bias_c[j],
+                has_gate,
+                delta_softplus,
+                uu,
+                pre,
+                dt,
+                zz,
+                g,
+            )
             for c in range(BLOCK):
-                hn = fast_exp(dt[c] * a_log[n, c]) * h[n, c] + du[c] * bn
-                h[n, c] = hn
-                y[c] += hn * cn
-        for c in range(w):
-            out[b, t, c0 + c] = y[c] * g[c]
+                du[c] = dt[c] * uu[c]
+                y[c] = skip[j, c] * uu[c]
+            for n in range(nstate):
+                bn = bt[n]
+                cn = ct[n]
+                for c in range(BLOCK):
+                    hn = fast_exp(dt[c] * a_log[j, n, c]) * h[j, n, c] + du[c] * bn
+                    h[j, n, c] = hn
+                    y[c] += hn * cn
+            for c in range(w):
+                out[b, t, c0 + c] = y[c] * g[c]
 
 
 @_jit(**_OPTS)
 def scan_forward(
     first_job,
     end_job,
+    groups,
     u,
     su,
     delta,
@@ -228,13 +281,16 @@ def scan_forward(
     u/delta/z: flat buffers with strides (batch, channel, time); Bm/Cm likewise (batch, state, time).
     At: A transposed (N, Dch); Dv, bias: (Dch,); delta_t = softplus(delta + bias) if delta_softplus.
     out: (batch, L, Dch); ckpt: (batch, chunks, N, Dch), or size 0 to keep none. Runs jobs
-    first_job .. end_job - 1 of the batch x channel-block grid (one job = one block of one batch item).
+    first_job .. end_job - 1 of the batch x `groups` grid: a job is one batch item's share of the channel
+    blocks, split into `groups` runs of adjacent blocks (as many as there are threads for one item).
     """
     nblocks = (out.shape[2] + BLOCK - 1) // BLOCK
     for job in range(first_job, end_job):
-        _forward_block(
-            job // nblocks,
-            (job % nblocks) * BLOCK,
+        group = job % groups
+        _forward_rows(
+            job // groups,
+            nblocks * group // groups,
+            nblocks * (group + 1) // groups,
             u,
             su,
             delta,

@@ -123,8 +123,16 @@ def _forward(x: _Inputs, keep_states: bool) -> tuple[Tensor, Tensor]:
     out = torch.empty(batch, length, dch, dtype=x.dtype)
     chunks = (length + k.CHUNK - 1) // k.CHUNK if keep_states else 0
     states = torch.empty(batch, chunks, nstate, dch, dtype=x.dtype)
-    _run(k.scan_forward, batch * -(-dch // k.BLOCK), (*x.args, out.numpy(), states.numpy()))
+    groups = _channel_groups(batch, dch, k.BLOCK)
+    _run(k.scan_forward, batch * groups, (groups, *x.args, out.numpy(), states.numpy()))
     return out.transpose(1, 2), states
+
+
+def _channel_groups(batch: int, dch: int, block: int) -> int:
+    """Runs of adjacent channel blocks per batch item: one unless the batch alone leaves threads idle. A
+    run scans its blocks step by step together (one read of each row), so fewer, longer runs are faster as
+    long as every thread has one."""
+    return max(1, min(-(-dch // block), -(-torch.get_num_threads() // batch)))
 
 
 def _backward(x: _Inputs, states: Tensor, grad: Tensor) -> tuple[Tensor, ...]:
