@@ -61,6 +61,7 @@ def main() -> None:
 
 def paired_speed(model: str, scale: int, names: list[str], pairs: int, size: int) -> None:
     """Forwards of each dtype in turn, `pairs` rounds; ratios within a round share the machine's state."""
+    from mma.heap import reuse_freed_memory
     from mma.runtime import DTYPES
     from mma.weights.loaded import load
 
@@ -68,7 +69,7 @@ def paired_speed(model: str, scale: int, names: list[str], pairs: int, size: int
     networks = {name: loaded.to("cpu", DTYPES[name]).network for name in names}
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     times: dict[str, list[float]] = {name: [] for name in names}
-    with torch.inference_mode():
+    with torch.inference_mode(), reuse_freed_memory():  # as the engine runs a CPU forward
         for name, network in networks.items():
             network(x.to(DTYPES[name]))  # warm-up
         for _ in range(pairs):

@@ -13,6 +13,7 @@ import torch
 
 from mma.errors import BackendUnavailableError, ConfigError
 from mma.ops import (
+    ScanArgs,
     available_backends,
     causal_conv1d,
     reference,
@@ -20,6 +21,7 @@ from mma.ops import (
     scan_torch,
     scan_triton,
     selective_scan,
+    selective_scan_pair,
 )
 from mma.ops.dispatch import DEVICE_TYPES
 from mma.ops.testing import scan_inputs
@@ -146,6 +148,38 @@ def test_numba_scan_splits_channels_over_threads_exactly(threads, batch, reverse
     ref_grads = torch.autograd.grad(ref.sum(), [x["u"], x["B"]])
     assert _rel_err(plain, ref) <= 1e-5 and torch.equal(plain, kept.detach())
     assert all(_rel_err(g, r) <= 1e-4 for g, r in zip(grads, ref_grads))
+
+
+@pytest.mark.parametrize("backend", USABLE)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("grad", [False, True])
+def test_scan_pair_equals_two_scans(backend, threads, grad):
+    """The two directions at once (threads shared between them) give each direction's own scan exactly; with
+    autograd they run in turn and their gradients match the reference's."""
+    first = _inputs(batch=2, dch=70, n=5, length=90, seed=1, grad=grad)
+    second = _inputs(batch=2, dch=70, n=5, length=90, seed=2, grad=grad)
+    args = (ScanArgs(**first, delta_softplus=True), ScanArgs(**second, delta_softplus=True, reverse=True))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.set_grad_enabled(grad):
+            pair = selective_scan_pair(*args, backend=backend)
+            alone = [
+                selective_scan(**x, delta_softplus=True, reverse=r, backend=backend)
+                for x, r in ((first, False), (second, True))
+            ]
+    finally:
+        torch.set_num_threads(previous)
+    refs = [
+        reference.selective_scan(**x, delta_softplus=True, reverse=r)
+        for x, r in ((first, False), (second, True))
+    ]
+    for out, single, ref in zip(pair, alone, refs):
+        assert torch.equal(out.detach(), single.detach()) and _rel_err(out.detach(), ref.detach()) <= 1e-5
+    if grad:
+        grads = torch.autograd.grad(pair[0].sum() + pair[1].sum(), [first["u"], second["B"]])
+        ref_grads = torch.autograd.grad(refs[0].sum() + refs[1].sum(), [first["u"], second["B"]])
+        assert all(_rel_err(g, r) <= 1e-4 for g, r in zip(grads, ref_grads))
 
 
 @pytest.mark.parametrize("method", ["loop", "chunked"])
@@ -391,7 +425,12 @@ def test_every_backend_function_has_the_protocol_signature():
 
     from mma.ops import dispatch, protocol
 
-    for table, shape in ((dispatch.SCANS, protocol.SelectiveScan), (dispatch.CONVS, protocol.CausalConv1d)):
+    tables = (
+        (dispatch.SCANS, protocol.SelectiveScan),
+        (dispatch.CONVS, protocol.CausalConv1d),
+        (dispatch.PAIRS, protocol.SelectiveScanPair),
+    )
+    for table, shape in tables:
         expected = [
             (p.name, p.kind, p.default)
             for p in list(inspect.signature(shape.__call__).parameters.values())[1:]

@@ -66,7 +66,7 @@ class BiMamba(nn.Module):
         _init_dt_proj(self.dt_proj, self.dt_rank)
         _init_dt_proj(self.dt_proj_b, self.dt_rank)
 
-    def _direction(
+    def _scan_args(
         self,
         x: torch.Tensor,
         z: torch.Tensor,
@@ -76,8 +76,8 @@ class BiMamba(nn.Module):
         a_log: torch.Tensor,
         d_skip: torch.Tensor,
         reverse: bool,
-    ) -> torch.Tensor:
-        """One scan direction; x, z are (B, Di, L). Returns the gated scan output (B, Di, L)."""
+    ) -> ops.ScanArgs:
+        """One scan direction's inputs from x, z (B, Di, L): causal conv, then delta, B, C from x_proj."""
         u = ops.causal_conv1d(
             x,
             conv.weight.squeeze(1),
@@ -88,7 +88,7 @@ class BiMamba(nn.Module):
         )
         dt, b, c = x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ dt_proj.weight.t()).transpose(1, 2)
-        return ops.selective_scan(
+        return ops.ScanArgs(
             u,
             delta,
             -torch.exp(_at_least_fp32(a_log)),
@@ -99,7 +99,6 @@ class BiMamba(nn.Module):
             delta_bias=_at_least_fp32(dt_proj.bias),
             delta_softplus=True,
             reverse=reverse,
-            backend=self.scan_backend,
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -112,10 +111,32 @@ class BiMamba(nn.Module):
             z = F.linear(tokens, z_weight).transpose(1, 2)
         else:
             x, z = self.in_proj(tokens).transpose(1, 2).chunk(2, dim=1)
-        y = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, reverse=False)
-        y_b = self._direction(
-            x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, reverse=True
+        forward_args = self._scan_args(
+            x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, reverse=False
         )
+        flip = may_overwrite() and x.device.type == "cpu"
+        if flip:
+            # The backward direction as a forward scan of the time-flipped sequence (the same sums): a CPU
+            # walks memory upwards about twice as fast as downwards, and three flips cost less than the
+            # difference (docs/benchmarks.md, "CPU pace").
+            backward_args = self._scan_args(
+                x.flip(-1),
+                z.flip(-1),
+                self.conv1d_b,
+                self.x_proj_b,
+                self.dt_proj_b,
+                self.A_b_log,
+                self.D_b,
+                reverse=False,
+            )
+        else:
+            backward_args = self._scan_args(
+                x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, reverse=True
+            )
+        # the two directions as one pair: a CPU backend runs them side by side on its threads
+        y, y_b = ops.selective_scan_pair(forward_args, backward_args, backend=self.scan_backend)
+        if flip:
+            y_b = y_b.flip(-1)
         both = y.add_(y_b) if may_overwrite() else y + y_b
         return self.out_proj(both.transpose(1, 2))
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mma.errors import BackendUnavailableError, ConfigError
 from mma.ops import conv, cuda, scan_cpu, scan_export, scan_torch, scan_triton
-from mma.ops.protocol import CausalConv1d, SelectiveScan
+from mma.ops.protocol import CausalConv1d, ScanArgs, SelectiveScan, SelectiveScanPair
 
 ENV_VAR = "MMA_SCAN_BACKEND"
 BACKENDS = ("numba", "torch", "mamba-ssm", "triton", "export")
@@ -90,6 +90,8 @@ SCANS: dict[str, SelectiveScan] = {
     "triton": scan_triton.selective_scan,
     "export": scan_export.selective_scan,
 }
+# Backends that run two scans at once better than one after the other; the others take them in turn.
+PAIRS: dict[str, SelectiveScanPair] = {"numba": scan_cpu.selective_scan_pair}
 CONVS: dict[str, CausalConv1d] = {
     "numba": conv.causal_conv1d,
     "torch": conv.causal_conv1d,
@@ -120,6 +122,23 @@ def selective_scan(
     """
     scan = SCANS[resolve_backend(backend, u.device)]
     return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
+
+
+def selective_scan_pair(
+    first: ScanArgs, second: ScanArgs, *, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Two independent scans, e.g. the two directions of a bidirectional layer: `selective_scan` of each.
+
+    Why a pair: on a CPU one scan of 96 channels splits into 32-channel blocks over the threads unevenly (3
+    blocks on 2 threads), while two scans side by side give each thread its share (docs/benchmarks.md,
+    "CPU pace"). Backends without a pair form run the two in turn.
+    """
+    name = resolve_backend(backend, first.u.device)
+    pair = PAIRS.get(name)
+    if pair is not None:
+        return pair(first, second)
+    scan = SCANS[name]
+    return scan(*first[:9], reverse=first.reverse), scan(*second[:9], reverse=second.reverse)
 
 
 def causal_conv1d(

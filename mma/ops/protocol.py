@@ -1,16 +1,32 @@
-"""The two signatures every scan backend implements, written once.
+"""The signatures every scan backend implements, written once.
 
 Each backend module (`scan_cpu` for numba, `scan_triton`, `scan_torch`, `cuda` for mamba-ssm,
-`scan_export`) defines functions of these shapes; `mma.ops.dispatch` holds them as these Protocols, and
+`scan_export`) defines functions of the first two shapes (a backend that runs two scans at once, numba, also
+the pair's); `mma.ops.dispatch` holds them as these Protocols, and
 tests/test_ops.py checks every registered function against them, so a backend whose arguments drift is caught
 before a caller passes them by position into the wrong slot.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from torch import Tensor
+
+
+class ScanArgs(NamedTuple):
+    """The arguments of one selective scan, for the functions that take several scans at once."""
+
+    u: Tensor
+    delta: Tensor
+    A: Tensor
+    B: Tensor
+    C: Tensor
+    D: Tensor | None = None
+    z: Tensor | None = None
+    delta_bias: Tensor | None = None
+    delta_softplus: bool = False
+    reverse: bool = False
 
 
 class SelectiveScan(Protocol):
@@ -49,3 +65,9 @@ class CausalConv1d(Protocol):
         *,
         reverse: bool = False,
     ) -> Tensor: ...
+
+
+class SelectiveScanPair(Protocol):
+    """Two independent selective scans (the two directions of a bidirectional layer), outputs in order."""
+
+    def __call__(self, first: ScanArgs, second: ScanArgs) -> tuple[Tensor, Tensor]: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mma.ops.protocol import ScanArgs
 from mma.runtime import absent_reason, assumed_absent
 
 
@@ -58,6 +60,29 @@ def selective_scan(
         return _SelectiveScan.apply(*inputs, delta_softplus, reverse)
     out, _ = _forward(_Inputs(*inputs, delta_softplus, reverse), keep_states=False)
     return out.to(u.dtype)
+
+
+def selective_scan_pair(first: ScanArgs, second: ScanArgs) -> tuple[Tensor, Tensor]:
+    """Two scans at once: their channel blocks share the threads (see `mma.ops.selective_scan_pair`). With
+    autograd they run in turn, as `selective_scan`."""
+    scans = (first, second)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for s in scans for t in s[:8]):
+        return selective_scan(*first[:9], reverse=first.reverse), selective_scan(
+            *second[:9], reverse=second.reverse
+        )
+    from mma.ops import _cpu_kernels as k
+
+    inputs = [_Inputs(*s[:8], s.delta_softplus, s.reverse) for s in scans]
+    outs, parts = [], []
+    for x in inputs:
+        batch, dch, length, _ = x.shape
+        groups = _channel_groups(batch * len(scans), dch, k.BLOCK)
+        out = torch.empty(batch, length, dch, dtype=x.dtype)
+        no_states = torch.empty(0, 0, 0, 0, dtype=x.dtype)
+        parts.append((k.scan_forward, batch * groups, (groups, *x.args, out.numpy(), no_states.numpy())))
+        outs.append(out.transpose(1, 2))
+    _run_parts(parts)
+    return outs[0].to(first.u.dtype), outs[1].to(second.u.dtype)
 
 
 class _Inputs:
@@ -124,7 +149,7 @@ def _forward(x: _Inputs, keep_states: bool) -> tuple[Tensor, Tensor]:
     chunks = (length + k.CHUNK - 1) // k.CHUNK if keep_states else 0
     states = torch.empty(batch, chunks, nstate, dch, dtype=x.dtype)
     groups = _channel_groups(batch, dch, k.BLOCK)
-    _run(k.scan_forward, batch * groups, (groups, *x.args, out.numpy(), states.numpy()))
+    _run_parts([(k.scan_forward, batch * groups, (groups, *x.args, out.numpy(), states.numpy()))])
     return out.transpose(1, 2), states
 
 
@@ -147,22 +172,26 @@ def _backward(x: _Inputs, states: Tensor, grad: Tensor) -> tuple[Tensor, ...]:
     dB_parts, dC_parts = (torch.empty(parts, batch, length, nstate, dtype=x.dtype) for _ in range(2))
     dA_parts = torch.empty(batch, nstate, dch, dtype=x.dtype)
     dD_parts, dbias_parts = (torch.empty(batch, dch, dtype=x.dtype) for _ in range(2))
-    _run(
-        k.scan_backward,
-        batch * parts,
-        (
-            *x.args,
-            states.numpy(),
-            *_flat(grad.to(x.dtype)),
-            du.numpy(),
-            ddelta.numpy(),
-            dz.numpy(),
-            dB_parts.numpy(),
-            dC_parts.numpy(),
-            dA_parts.numpy(),
-            dD_parts.numpy(),
-            dbias_parts.numpy(),
-        ),
+    _run_parts(
+        [
+            (
+                k.scan_backward,
+                batch * parts,
+                (
+                    *x.args,
+                    states.numpy(),
+                    *_flat(grad.to(x.dtype)),
+                    du.numpy(),
+                    ddelta.numpy(),
+                    dz.numpy(),
+                    dB_parts.numpy(),
+                    dC_parts.numpy(),
+                    dA_parts.numpy(),
+                    dD_parts.numpy(),
+                    dbias_parts.numpy(),
+                ),
+            )
+        ]
     )
     return (
         du.transpose(1, 2),
@@ -180,25 +209,37 @@ _pools: dict[int, ThreadPoolExecutor] = {}  # helper threads by count; emptied i
 _pools_lock = threading.Lock()
 
 
-def _run(kernel, jobs: int, args: tuple) -> None:
-    """kernel(first, end, *args) over jobs 0..jobs-1, split evenly over torch.get_num_threads() threads.
+def _run_parts(parts: list[tuple[Callable[..., None], int, tuple]]) -> None:
+    """kernel(first, end, *args) over jobs 0..jobs-1 of every (kernel, jobs, args) part, the parts' jobs laid
+    end to end and split evenly over torch.get_num_threads() threads.
 
     The kernels release the GIL, so plain Python threads run them in parallel; the calling thread takes
     the first share. Thread pools do not survive fork(), so a forked child starts its own.
     """
-    workers = max(1, min(torch.get_num_threads(), jobs))
-    bounds = [jobs * i // workers for i in range(workers + 1)]
+    total = sum(jobs for _, jobs, _ in parts)
+    workers = max(1, min(torch.get_num_threads(), total))
+    bounds = [total * i // workers for i in range(workers + 1)]
     if workers == 1:
-        kernel(0, jobs, *args)
+        _run_share(parts, 0, total)
         return
     with _pools_lock:
         pool = _pools.get(workers - 1)
         if pool is None:
             pool = _pools[workers - 1] = ThreadPoolExecutor(workers - 1, thread_name_prefix="mma-scan")
-    futures = [pool.submit(kernel, bounds[i], bounds[i + 1], *args) for i in range(1, workers)]
-    kernel(bounds[0], bounds[1], *args)
+    futures = [pool.submit(_run_share, parts, bounds[i], bounds[i + 1]) for i in range(1, workers)]
+    _run_share(parts, bounds[0], bounds[1])
     for future in futures:
         future.result()
+
+
+def _run_share(parts: list[tuple[Callable[..., None], int, tuple]], first: int, end: int) -> None:
+    """Jobs first..end-1 of the parts laid end to end, each part's through its own kernel."""
+    offset = 0
+    for kernel, jobs, args in parts:
+        low, high = max(first, offset), min(end, offset + jobs)
+        if low < high:
+            kernel(low - offset, high - offset, *args)
+        offset += jobs
 
 
 os.register_at_fork(after_in_child=_pools.clear)
