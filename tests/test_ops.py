@@ -182,6 +182,29 @@ def test_scan_pair_equals_two_scans(backend, threads, grad):
         assert all(_rel_err(g, r) <= 1e-4 for g, r in zip(grads, ref_grads))
 
 
+@pytest.mark.skipif("numba" not in USABLE, reason="the numba backend is not usable here")
+@pytest.mark.parametrize("reverse", [False, True])
+def test_numba_reads_bfloat16_in_place_exactly(reverse):
+    """bfloat16 sequences are widened inside the kernel (no float32 copy): bit for bit what the float32
+    copies give, for ordinary, huge, tiny (subnormal) and negative-zero values; the pair does the same."""
+    x = _inputs(batch=2, dch=40, n=5, length=70)
+    x["u"][0, 0, :4] = torch.tensor([1e30, -1e-39, -0.0, 3e-41])  # huge, subnormal, -0, subnormal
+    x["z"][1, 3, :3] = torch.tensor([-1e30, 1e-40, -0.0])
+    half = {k: v.to(torch.bfloat16) if k in ("u", "delta", "z", "B", "C") else v for k, v in x.items()}
+    widened = {k: v.float() for k, v in half.items()}
+    with torch.no_grad():
+        out = selective_scan(**half, delta_softplus=True, reverse=reverse, backend="numba")
+        expected = selective_scan(**widened, delta_softplus=True, reverse=reverse, backend="numba")
+        pair = selective_scan_pair(
+            ScanArgs(**half, delta_softplus=True, reverse=reverse),
+            ScanArgs(**widened, delta_softplus=True, reverse=reverse),
+            backend="numba",
+        )
+    assert out.dtype == torch.bfloat16 and not torch.isnan(expected).any()
+    assert torch.equal(out, expected.to(torch.bfloat16)) and torch.equal(pair[0], out)
+    assert torch.equal(pair[1], expected)
+
+
 @pytest.mark.parametrize("method", ["loop", "chunked"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_torch_methods_match_reference(method, reverse):

@@ -2,7 +2,8 @@
 
 Layout: every (batch, X, L) input arrives as a flat 1-D buffer plus its three element strides, so any
 torch view (the model's channels-last transposes included) is read in place, and numba compiles one
-variant per dtype only. Work is split over (batch, block of `BLOCK` channels); the inner loops run over
+variant per dtype only. The forward also reads bfloat16 inputs in place, passed as int16 buffers of their
+bits and widened to float32 as they are loaded (`widen`): no float32 copy of the inputs is made. Work is split over (batch, block of `BLOCK` channels); the inner loops run over
 the channels of a block with a constant trip count, which LLVM vectorises (at 16 it treats the loop as
 too short to vectorise the backward, hence 32), with the N states of each channel in a local array.
 The transcendental functions (exp of the decays, softplus of delta, SiLU of z) are written so that
@@ -96,6 +97,19 @@ def _fast_exp_overload(x):
     return exp32
 
 
+def widen(x):
+    """A stored value as arithmetic: float as it is; int16 as the bits of a bfloat16 (its float32 value)."""
+    return x
+
+
+@overload(widen)
+def _widen_overload(x):
+    if x == types.int16:
+        # bfloat16 is the top half of a float32: shift its bits up and reinterpret (vectorisable)
+        return lambda x: _float32_from_bits((np.int32(x) & 0xFFFF) << 16)
+    return lambda x: x
+
+
 def softplus(x):
     """log(1 + exp(x)) without overflow; float32 form vectorisable, float64 via libm."""
     return max(x, 0.0) + math.log1p(math.exp(-abs(x))) if x <= _SOFTPLUS_LINEAR else x
@@ -133,10 +147,10 @@ def _load(flat, base, stride, c0, dch, dst):
     """
     if stride == 1 and c0 + BLOCK <= dch:
         for c in range(BLOCK):
-            dst[c] = flat[base + c0 + c]
+            dst[c] = widen(flat[base + c0 + c])
     else:
         for c in range(BLOCK):
-            dst[c] = flat[base + min(c0 + c, dch - 1) * stride]
+            dst[c] = widen(flat[base + min(c0 + c, dch - 1) * stride])
 
 
 @_jit(inline="always", **_OPTS)
@@ -209,8 +223,8 @@ def _forward_rows(
     for s in range(length):
         t = length - 1 - s if reverse else s
         for n in range(nstate):
-            bt[n] = Bm[b * sb[0] + n * sb[1] + t * sb[2]]
-            ct[n] = Cm[b * sc[0] + n * sc[1] + t * sc[2]]
+            bt[n] = widen(Bm[b * sb[0] + n * sb[1] + t * sb[2]])
+            ct[n] = widen(Cm[b * sc[0] + n * sc[1] + t * sc[2]])
         for j in range(nb):
             c0 = (k0 + j) * BLOCK
             w = min(BLOCK, dch - c0)

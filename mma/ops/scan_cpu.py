@@ -58,7 +58,7 @@ def selective_scan(
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         return _SelectiveScan.apply(*inputs, delta_softplus, reverse)
-    out, _ = _forward(_Inputs(*inputs, delta_softplus, reverse), keep_states=False)
+    out, _ = _forward(_Inputs(*inputs, delta_softplus, reverse, bf16_in_place=True), keep_states=False)
     return out.to(u.dtype)
 
 
@@ -72,7 +72,7 @@ def selective_scan_pair(first: ScanArgs, second: ScanArgs) -> tuple[Tensor, Tens
         )
     from mma.ops import _cpu_kernels as k
 
-    inputs = [_Inputs(*s[:8], s.delta_softplus, s.reverse) for s in scans]
+    inputs = [_Inputs(*s[:8], s.delta_softplus, s.reverse, bf16_in_place=True) for s in scans]
     outs, parts = [], []
     for x in inputs:
         batch, dch, length, _ = x.shape
@@ -86,9 +86,27 @@ def selective_scan_pair(first: ScanArgs, second: ScanArgs) -> tuple[Tensor, Tens
 
 
 class _Inputs:
-    """The scan's inputs in one compute dtype, as the flat buffers + strides the kernels take."""
+    """The scan's inputs in one compute dtype, as the flat buffers + strides the kernels take.
 
-    def __init__(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool) -> None:
+    `bf16_in_place` (the forward kernel only): bfloat16 sequences go to the kernel as int16 views of their
+    bits, which it widens to float32 as it loads them, instead of float32 copies made here first.
+    """
+
+    def __init__(
+        self,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        delta_bias,
+        delta_softplus: bool,
+        reverse: bool,
+        *,
+        bf16_in_place: bool = False,
+    ) -> None:
         dtype = (
             torch.float64
             if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype)
@@ -98,12 +116,18 @@ class _Inputs:
         self.shape = (u.shape[0], u.shape[1], u.shape[2], A.shape[1])  # batch, Dch, L, N
         self.has_gate = z is not None
         zeros = u.new_zeros(u.shape[1], dtype=dtype)
+
+        def sequence(t: Tensor) -> tuple[np.ndarray, tuple[int, int, int]]:
+            if bf16_in_place and t.dtype == torch.bfloat16 and dtype == torch.float32:
+                return _flat(t.view(torch.int16))
+            return _flat(t.to(dtype))
+
         self.args = (
-            *_flat(u.to(dtype)),
-            *_flat(delta.to(dtype)),
-            *(_flat(z.to(dtype)) if z is not None else (zeros.numpy(), (0, 0, 0))),
-            *_flat(B.to(dtype)),
-            *_flat(C.to(dtype)),
+            *sequence(u),
+            *sequence(delta),
+            *(sequence(z) if z is not None else (zeros.numpy(), (0, 0, 0))),
+            *sequence(B),
+            *sequence(C),
             A.detach().to(dtype).t().contiguous().numpy(),
             _vector(D, dtype, zeros),
             _vector(delta_bias, dtype, zeros),
