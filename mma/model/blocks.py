@@ -97,9 +97,35 @@ class GatedDConvFFN(nn.Module):
         self.project_out = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if may_overwrite():
+            return self.project_out(self._gate_in_halves(x))
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        gated = F.gelu(x1).mul_(x2) if may_overwrite() else F.gelu(x1) * x2
-        return self.project_out(gated)
+        return self.project_out(F.gelu(x1) * x2)
+
+    def _gate_in_halves(self, x: torch.Tensor) -> torch.Tensor:
+        """GELU(x1) * x2 with each half computed by its own convs (the same sums: every output channel of a
+        1x1 or depthwise conv depends on its own weights only). A half cut from the joint channels-last
+        output strides over the other half, and GELU on it took 4x as long as on a tensor of its own
+        (docs/benchmarks.md, "CPU pace"); here both halves are dense and the gate is made in place."""
+        hidden = self.dwconv.out_channels // 2
+        halves = []
+        for part in (slice(0, hidden), slice(hidden, 2 * hidden)):
+            projected = F.conv2d(x, self.project_in.weight[part], _part(self.project_in.bias, part))
+            halves.append(
+                F.conv2d(
+                    projected,
+                    self.dwconv.weight[part],
+                    _part(self.dwconv.bias, part),
+                    padding=self.dwconv.padding,
+                    groups=hidden,
+                )
+            )
+        x1, x2 = halves
+        return F.gelu(x1).mul_(x2)
+
+
+def _part(bias: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    return bias[part] if bias is not None else None
 
 
 class ResidualConvBlock(nn.Module):
