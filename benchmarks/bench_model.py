@@ -6,6 +6,10 @@ in the baseline). SwinIR-light comes from the `spandrel` package when installed 
 
     python benchmarks/bench_model.py                      # the full table (several minutes)
     python benchmarks/bench_model.py --sizes 64 --models mma-t-x2 swinir-light-x2
+    python benchmarks/bench_model.py --sizes 128 --models mma-t-x2 swinir-light-x2 --dtype bf16
+
+Every model runs the same way: `--dtype` for all, and inside `mma.heap.reuse_freed_memory` as the engine
+runs a CPU forward (`--heap system` for malloc's defaults).
 """
 
 from __future__ import annotations
@@ -73,15 +77,21 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def measure(name: str, size: int, repeats: int) -> dict:
+def measure(name: str, size: int, repeats: int, dtype_name: str = "fp32", heap: str = "reuse") -> dict:
     """Run in the child: warm up on a small input, then time `repeats` forwards of a size x size input."""
+    import contextlib
+
     import torch
 
+    from mma.heap import reuse_freed_memory
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     torch.manual_seed(0)
-    model = _build(name).eval()
-    with torch.inference_mode():
-        model(torch.rand(1, 3, 16, 16))  # compile kernels / allocate once
-        x = torch.rand(1, 3, size, size)
+    model = _build(name).eval().to(dtype)
+    policy = reuse_freed_memory() if heap == "reuse" else contextlib.nullcontext()
+    with torch.inference_mode(), policy:
+        model(torch.rand(1, 3, 16, 16, dtype=dtype))  # compile kernels / allocate once
+        x = torch.rand(1, 3, size, size, dtype=dtype)
         baseline = _rss_bytes()
         times = time_calls(lambda: model(x), repeats, warmup=0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -102,17 +112,20 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--heap", choices=["reuse", "system"], default="reuse")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats)))
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats, args.dtype, args.heap)))
         return
     print("| model | params | LR input | forward (s) | peak extra memory (MiB) |")
     print("|---|---|---|---|---|")
     for name in args.models:
         for size in args.sizes:
             done = subprocess.run(
-                [sys.executable, __file__, "--child", name, str(size), "--repeats", str(args.repeats)],
+                [sys.executable, __file__, "--child", name, str(size), "--repeats", str(args.repeats)]
+                + ["--dtype", args.dtype, "--heap", args.heap],
                 check=False,
                 capture_output=True,
                 text=True,
