@@ -171,7 +171,7 @@ def upscale(
                 _run(job, engine, force, quiet, show_progress, software)
             except MMAError as exc:
                 tally.failed += 1
-                _error(job.source, exc)
+                report_file_error(job.source, exc)
             else:
                 tally.done += 1
                 if not quiet:
@@ -262,7 +262,7 @@ def _parse_batch(text: str) -> int | str:
     raise ConfigError(f"--batch {text}: use a number of tiles (1 or more) or 'auto'")
 
 
-def _error(source: Path, exc: Exception) -> None:
+def report_file_error(source: Path, exc: Exception) -> None:
     """`error: <file>: <reason>` on one line (library messages often name the file already)."""
     message = str(exc)
     prefix = "" if message.startswith(str(source)) else f"{source}: "
@@ -302,7 +302,7 @@ def _expand(inputs: list[str], tally: Tally) -> list[Path]:
         elif not path.exists():
             tally.failed += 1
             hint = " (flags such as --force take no value)" if item.lower() in BOOLEAN_WORDS else ""
-            _error(path, ImageReadError(f"no such file or folder{hint}"))
+            report_file_error(path, ImageReadError(f"no such file or folder{hint}"))
         else:
             sources.append(path)
     return list(dict.fromkeys(sources))
@@ -364,7 +364,7 @@ def _plan(
                 problem = f"{target}: cannot write there ({unwritable[target.parent]})"
         if problem is not None:
             tally.failed += 1
-            _error(source, OutputError(problem))
+            report_file_error(source, OutputError(problem))
             continue
         claimed[_identity(target)] = source
         jobs.append(Job(source, target))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mma.cli.upscale import GLOB_CHARACTERS, Tally, _error
+from mma.cli.upscale import GLOB_CHARACTERS, Tally, report_file_error
 from mma.errors import ConfigError, MMAError, OutputError
 from mma.video.formats import MUXERS, is_video
 
@@ -110,7 +110,7 @@ def upscale_videos(
                 )
         except MMAError as exc:
             tally.failed += 1
-            _error(source, exc)
+            report_file_error(source, exc)
             continue
         except KeyboardInterrupt:
             if work_folder(target).exists():
