@@ -406,6 +406,26 @@ def test_mma_train_cli_runs_resumes_and_exports(images: Path, tmp_path: Path) ->
     assert listing.exit_code == 0 and "finetune-x3" in listing.output
 
 
+def test_mma_train_progress_in_a_log_is_plain_lines(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a log file or a batch job's output (not a terminal) training progress is plain lines with the
+    iteration, loss and an estimate, never a redrawn bar's carriage returns."""
+    from mma import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # a line at every update
+    args = ["train", "--preset", "cpu-tiny", "--data", str(images), "--iters", "3", "--patch", "8"]
+    args += ["--batch", "2", "--log-every", "1", "--out", str(tmp_path / "run"), "--val-split", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("training: ")]
+    assert any("iteration 3/3, loss " in line for line in lines), result.output
+    assert any("left" in line for line in lines) and any(
+        line.startswith("preparing LR images: ") for line in result.output.splitlines()
+    )
+
+
 def test_mma_train_cli_branches_a_run_into_a_decay(images: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     main, branch = tmp_path / "main", tmp_path / "branch"

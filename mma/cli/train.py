@@ -1,4 +1,4 @@
-"""`mma train`: run a training recipe (a preset, a TOML file, flags) with a progress bar; Ctrl-C saves.
+"""`mma train`: run a training recipe (a preset, a TOML file, flags) with progress shown; Ctrl-C saves.
 
 Under `torchrun` every process runs this command; only rank 0 draws the bar and writes files.
 """
@@ -18,6 +18,7 @@ import typer
 
 from mma.cli.app import command
 from mma.errors import ConfigError
+from mma.progress import Meter
 
 if TYPE_CHECKING:  # pragma: no cover
     from mma.train import TrainConfig, TrainEvent, TrainResult
@@ -67,42 +68,50 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 class _Progress:
-    """Turns training events into two tqdm bars: preparing the LR images, then the iterations."""
+    """Turns training events into progress (`mma.progress.Meter`: a bar on a terminal, a plain line every few
+    seconds in a log file or a batch job's output): preparing the LR images, then the iterations."""
 
     def __init__(self) -> None:
-        self.bar: Any = None
+        self.meter: Meter | None = None
+        self.first = 0  # the iteration this process started from (a resumed run's estimate counts from it)
+        self.iters = 0
+        self.loss = ""  # the latest logged loss and rate, shown beside the iteration
 
     def __call__(self, event: TrainEvent) -> None:
         from tqdm import tqdm
 
         if event.kind == "data":
-            if self.bar is None:
-                self.bar = tqdm(total=event.iters, desc="preparing LR images", unit="img", dynamic_ncols=True)
-            self.bar.update(event.iteration - self.bar.n)
+            if self.meter is None:
+                self.meter = Meter("preparing LR images", total=event.iters, unit="img")
+            self.meter.set(event.iteration)
             if event.iteration == event.iters:
-                self.bar.close()
-                self.bar = None
+                self._close()
         elif event.kind == "start":
-            self.bar = tqdm(
-                total=event.iters,
-                initial=event.iteration,
-                desc="training",
-                unit="it",
-                dynamic_ncols=True,
-                smoothing=0.05,
-            )
-        elif event.kind == "step":
-            self.bar.update(1)
-        elif event.kind == "log":
-            self.bar.set_postfix(loss=f"{event.loss:.4f}", lr=f"{event.lr:.2e}", refresh=False)
+            self._close()
+            self.first, self.iters = event.iteration, event.iters
+            self.meter = Meter("training", total=max(event.iters - event.iteration, 1), unit="it")
+            self.meter.set(0, note=f"iteration {event.iteration}/{event.iters}")
+        elif event.kind == "step" and self.meter is not None:
+            self.meter.set(event.iteration - self.first, note=self._note(event.iteration))
+        elif event.kind == "log" and self.meter is not None:
+            self.loss = f", loss {event.loss:.4f}, lr {event.lr:.2e}"
+            self.meter.stage(self._note(event.iteration))
         elif event.kind == "val" and event.validation is not None:
             v = event.validation
             tqdm.write(
                 f"iteration {event.iteration}: {v.name} ({v.images} images) "
                 f"PSNR {v.psnr:.3f} dB, SSIM {v.ssim:.4f}"
             )
-        elif event.kind == "end" and self.bar is not None:
-            self.bar.close()
+        elif event.kind == "end":
+            self._close()
+
+    def _note(self, iteration: int) -> str:
+        return f"iteration {iteration}/{self.iters}{self.loss}"
+
+    def _close(self) -> None:
+        if self.meter is not None:
+            self.meter.close()
+            self.meter = None
 
 
 def _iterations(text: str) -> list[int]:
