@@ -77,11 +77,11 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
 # The rule for half precision by default on a CPU (`auto`): the CPU has it natively, and it was measured to
 # lose under MAX_CPU_HALF_LOSS_DB of Set5 PSNR against fp32 (worst of the scales measured) and to run
 # faster (benchmarks/bench_half_cpu.py; docs/benchmarks.md, "Half precision on CPUs"). The measurements:
-# dtype -> (Set5 loss in dB, fp32 time / half time). bf16: 0.0020 dB at x3 and x4, 0.0001 at x2; 1.12x at x4
-# on 256x256 and at x2 on 128x128 (median of 5 alternating pairs, quiet AVX512-BF16 CPU, 2026-12-03). fp16 is
-# unmeasured (no AVX512-FP16 CPU to hand).
+# dtype -> (Set5 loss in dB, fp32 time / half time). bf16: 0.0020 dB at x3 and x4, 0.0001 at x2; 1.39x at x4
+# on 256x256 (median of 5 alternating pairs, quiet AVX512-BF16 CPU, 2026-12-03). fp16 is unmeasured (no
+# AVX512-FP16 CPU to hand).
 MAX_CPU_HALF_LOSS_DB = 0.01
-CPU_HALF_MEASURED: dict[torch.dtype, tuple[float, float]] = {torch.bfloat16: (0.0020, 1.12)}
+CPU_HALF_MEASURED: dict[torch.dtype, tuple[float, float]] = {torch.bfloat16: (0.0020, 1.39)}
 
 
 def cpu_auto_dtype() -> torch.dtype:

@@ -449,6 +449,8 @@ def test_mma_train_cli_branches_a_run_into_a_decay(images: Path, tmp_path: Path)
         str(main),
     ]
     assert runner.invoke(app, args).exit_code == 0
+    (main / "release").mkdir()  # an earlier bundled branch's logs: not this branch's to carry
+    (main / "release" / "train_log.csv").write_text("iteration\n")
     result = runner.invoke(
         app, ["train", "--resume", "--out", str(main), "--decay-branch", str(branch), "--decay-iters", "2"]
     )
@@ -456,6 +458,7 @@ def test_mma_train_cli_branches_a_run_into_a_decay(images: Path, tmp_path: Path)
     assert "done: 4 iterations" in result.output
     assert load_state(main / "state.ckpt")["iteration"] == 2
     assert (saved_config(branch).decay_start, saved_config(branch).decay_iters) == (2, 2)
+    assert not (branch / "release").exists() and (main / "release" / "train_log.csv").is_file()
     for wrong in (["--decay-iters", "2"], ["--resume", "--decay-iters", "2", "--iters", "9"]):
         result = runner.invoke(
             app, ["train", "--out", str(main), "--decay-branch", str(tmp_path / "b2"), *wrong]

@@ -31,6 +31,7 @@ import torch
 from mma.evaluate import DatasetResult, ImageScore, bicubic_upscaler, evaluate_dataset
 from mma.fileio import atomic_write
 from mma.model import MMAConfig
+from mma.train.branch import RELEASE_LOGS as RELEASE
 from mma.train.logs import TRAIN_LOG, VAL_LOG, LogRow, read_train_log
 from mma.train.loop import EMA_FILE
 from mma.weights import load_checkpoint, model_from_file
@@ -51,7 +52,6 @@ MINIMUM = "FSRCNN"
 OURS_ROW, BICUBIC_ROW, HARDWARE_ROW = "**this model**", "bicubic", "hardware"
 
 
-RELEASE = "release"  # in a main run's folder: the logs of the decay branch that was bundled
 RELEASE_FILES = ("config.json", TRAIN_LOG, VAL_LOG)
 
 
@@ -366,7 +366,8 @@ def main() -> None:
         sys.exit(
             f"error: {weights} is not the published {meta['variant']} x{scale} configuration; only those ship"
         )
-    log = [row for row in read_log(args.run) if int(row["iteration"]) <= int(meta["iterations"])]
+    # the run's own log: a decay branch may hold a copy of its main run's `release/` from an earlier release
+    log = [row for row in read_train_log(args.run) if int(row["iteration"]) <= int(meta["iterations"])]
     try:  # before anything is written
         recipe_text = batch_and_patch(meta["recipe"], log, args.recipe)
     except ValueError as exc:

@@ -21,6 +21,7 @@ from mma.train.config import TrainConfig
 from mma.train.loop import TrainEvent, TrainResult, saved_config, saved_iteration, train
 
 BRANCH_SHARE = 0.35  # of a timed job, for the decay branch after the main run
+RELEASE_LOGS = "release"  # in a main run's folder: the logs of its bundled decay branch (weights/bundle.py)
 
 
 def start_decay_branch(
@@ -49,7 +50,8 @@ def start_decay_branch(
     # Copied beside the target and renamed into place, so an interrupted copy leaves no half a branch.
     staging = Path(tempfile.mkdtemp(prefix=f".{branch.name}.", dir=branch.parent))
     try:
-        shutil.copytree(run, staging, dirs_exist_ok=True)
+        # not the main run's `release/` (the logs of an earlier bundled branch): they are not this branch's
+        shutil.copytree(run, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(RELEASE_LOGS))
         if branch.exists():
             branch.rmdir()  # empty, checked above
         staging.rename(branch)
