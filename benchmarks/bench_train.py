@@ -3,13 +3,15 @@ with the schedule's learning rate, EMA), and the time the data pipeline needs pe
 batch 16, LR 64x64. `step_times` also serves sweeps of batch and patch sizes.
 
 Usage: python benchmarks/bench_train.py [--data DIR] [--batch 16] [--patch 64] [--scale 2] [--warmup 1]
-       [--steps 3] [--device cpu] [--variant mma-t] [--no-amp]
+       [--steps 3] [--device cpu] [--variant mma-t] [--no-amp] [--heap reuse|system]
+On a CPU the steps run inside `mma.heap.reuse_freed_memory`, as `mma train` runs them (`--heap system`: not).
 Results go to docs/benchmarks.md with the machine, the load and the scan backend.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import resource
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 from timing import time_calls
 
+from mma.heap import reuse_freed_memory
 from mma.ops import resolve_backend
 from mma.train import build_config
 from mma.train.data import IterationBatches, PatchDataset, make_loader
@@ -93,7 +96,9 @@ def main() -> None:
         action="store_false",
         help="float32 throughout (default: bf16 autocast where the hardware has it)",
     )
+    parser.add_argument("--heap", choices=["reuse", "system"], default="reuse")
     args = parser.parse_args()
+    reuse = args.heap == "reuse" and torch.device(args.device).type == "cpu"
 
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
@@ -113,7 +118,8 @@ def main() -> None:
         start = time.perf_counter()
         list(make_loader(data, IterationBatches(0, 64, cfg.batch), workers=0, pin_memory=False))
         data_ms = (time.perf_counter() - start) / 64 * 1000
-        times = step_times(trainer, cfg.batch, cfg.patch, args.warmup, args.steps)
+        with reuse_freed_memory() if reuse else contextlib.nullcontext():
+            times = step_times(trainer, cfg.batch, cfg.patch, args.warmup, args.steps)
 
     seconds = sum(times) / len(times)
     print(
@@ -124,7 +130,7 @@ def main() -> None:
     print(
         f"model: {args.variant} x{args.scale}, batch {args.batch}, LR patch {args.patch}, "
         f"scan backend {resolve_backend(None, torch.device(args.device))}, device {args.device}, "
-        f"autocast {trainer.amp_dtype or 'off'}"
+        f"autocast {trainer.amp_dtype or 'off'}, heap {args.heap}"
     )
     print(f"LR preparation of {len(trainer.store)} images: {prepare:.1f} s (incl. model set-up)")
     print(f"data: {data_ms:.1f} ms per batch in the main process")
