@@ -70,19 +70,10 @@ def selective_scan_pair(first: ScanArgs, second: ScanArgs) -> tuple[Tensor, Tens
         return selective_scan(*first[:9], reverse=first.reverse), selective_scan(
             *second[:9], reverse=second.reverse
         )
-    from mma.ops import _cpu_kernels as k
-
     inputs = [_Inputs(*s[:8], s.delta_softplus, s.reverse, bf16_in_place=True) for s in scans]
-    outs, parts = [], []
-    for x in inputs:
-        batch, dch, length, _ = x.shape
-        groups = _channel_groups(batch * len(scans), dch, k.BLOCK)
-        out = torch.empty(batch, length, dch, dtype=x.dtype)
-        no_states = torch.empty(0, 0, 0, 0, dtype=x.dtype)
-        parts.append((k.scan_forward, batch * groups, (groups, *x.args, out.numpy(), no_states.numpy())))
-        outs.append(out.transpose(1, 2))
-    _run_parts(parts)
-    return outs[0].to(first.u.dtype), outs[1].to(second.u.dtype)
+    planned = [_forward_part(x, keep_states=False, sharing=len(scans)) for x in inputs]
+    _run_parts([part for part, _, _ in planned])
+    return planned[0][1].to(first.u.dtype), planned[1][1].to(second.u.dtype)
 
 
 class _Inputs:
@@ -166,15 +157,23 @@ class _SelectiveScan(torch.autograd.Function):
 
 def _forward(x: _Inputs, keep_states: bool) -> tuple[Tensor, Tensor]:
     """Scan output (batch, Dch, L) in channels-last memory, and the checkpointed states (or empty)."""
+    part, out, states = _forward_part(x, keep_states)
+    _run_parts([part])
+    return out, states
+
+
+def _forward_part(x: _Inputs, keep_states: bool, sharing: int = 1) -> tuple[_Part, Tensor, Tensor]:
+    """The forward kernel's part for `_run_parts`, with the output and states it will fill; `sharing`
+    scans run at once and share the threads."""
     from mma.ops import _cpu_kernels as k
 
     batch, dch, length, nstate = x.shape
     out = torch.empty(batch, length, dch, dtype=x.dtype)
     chunks = (length + k.CHUNK - 1) // k.CHUNK if keep_states else 0
     states = torch.empty(batch, chunks, nstate, dch, dtype=x.dtype)
-    groups = _channel_groups(batch, dch, k.BLOCK)
-    _run_parts([(k.scan_forward, batch * groups, (groups, *x.args, out.numpy(), states.numpy()))])
-    return out.transpose(1, 2), states
+    groups = _channel_groups(batch * sharing, dch, k.BLOCK)
+    part = (k.scan_forward, batch * groups, (groups, *x.args, out.numpy(), states.numpy()))
+    return part, out.transpose(1, 2), states
 
 
 def _channel_groups(batch: int, dch: int, block: int) -> int:
@@ -233,7 +232,10 @@ _pools: dict[int, ThreadPoolExecutor] = {}  # helper threads by count; emptied i
 _pools_lock = threading.Lock()
 
 
-def _run_parts(parts: list[tuple[Callable[..., None], int, tuple]]) -> None:
+_Part = tuple[Callable[..., None], int, tuple]  # (kernel, jobs, args): kernel(first, end, *args) per share
+
+
+def _run_parts(parts: list[_Part]) -> None:
     """kernel(first, end, *args) over jobs 0..jobs-1 of every (kernel, jobs, args) part, the parts' jobs laid
     end to end and split evenly over torch.get_num_threads() threads.
 
@@ -256,7 +258,7 @@ def _run_parts(parts: list[tuple[Callable[..., None], int, tuple]]) -> None:
         future.result()
 
 
-def _run_share(parts: list[tuple[Callable[..., None], int, tuple]], first: int, end: int) -> None:
+def _run_share(parts: list[_Part], first: int, end: int) -> None:
     """Jobs first..end-1 of the parts laid end to end, each part's through its own kernel."""
     offset = 0
     for kernel, jobs, args in parts:
